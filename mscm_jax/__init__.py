@@ -1,0 +1,39 @@
+"""mscm-jax: learned image compression with multistage spatial context models.
+
+Lin, Sun, Liu, Katto, "Multistage Spatial Context Models for Learned Image
+Compression", ICASSP 2023, arXiv:2302.09263, in JAX/Flax.
+"""
+
+from mscm_jax.context import MultistageContext, stage_context, stage_network_inputs
+from mscm_jax.entropy_models import (
+    DeepFactorized,
+    GaussianConditional,
+    GaussianMixtureConditional,
+)
+from mscm_jax.models import CompressionModel, ForwardResult, Mode, ModelConfig, Rounding, init_model
+from mscm_jax.ops import QuantizationMode, quantize
+from mscm_jax.schedules import Schedule, ScheduleError, StagePlan, builtin_schedules, get_schedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CompressionModel",
+    "DeepFactorized",
+    "ForwardResult",
+    "GaussianConditional",
+    "GaussianMixtureConditional",
+    "Mode",
+    "ModelConfig",
+    "MultistageContext",
+    "QuantizationMode",
+    "Rounding",
+    "Schedule",
+    "ScheduleError",
+    "StagePlan",
+    "builtin_schedules",
+    "get_schedule",
+    "init_model",
+    "quantize",
+    "stage_context",
+    "stage_network_inputs",
+]

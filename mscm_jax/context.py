@@ -1,0 +1,252 @@
+"""Stage-masked spatial context and the entropy-parameter network.
+
+Lin et al., "Multistage Spatial Context Models for Learned Image
+Compression", ICASSP 2023, arXiv:2302.09263, Sec. 2.2-2.3.
+
+One function, `stage_network_inputs`, computes the entropy-parameter network's
+input for the elements of **one** stage only: for every in-patch position of
+the stage it reads the 25 window taps of all patches at once with strided
+(polyphase) slices at a traced offset, zeroes the taps that are not context
+(the position's mask from `Schedule.context_kernel_mask`), and contracts them
+with the stage's 5x5 weights in one matrix product. Its cost is that of
+`1 / n^2` of a full-resolution pass per position, and the stage index is a
+traced value, so one compilation serves every stage.
+
+- Decoding (and encoding) call it once per stage (`MultistageContext.decode_stage`).
+- Training calls it for all stages at once through `jax.vmap` over the stage
+  index (`MultistageContext.all_stages`), so the likelihoods it trains are
+  those the coder will use.
+- `serial` is the same function on a plan with one position per stage; only
+  its training pass is a causal masked convolution over the whole latent,
+  since vmapping H*W single-element stages would be slow and equal.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mscm_jax.layers import leaky_relu, torch_default_init
+from mscm_jax.schedules import Schedule, StagePlan
+
+
+@functools.lru_cache(maxsize=64)
+def cached_stage_plan(schedule: Schedule, latent_h: int, latent_w: int) -> StagePlan:
+    return schedule.stage_plan(latent_h, latent_w)
+
+
+# --------------------------------------------------------------------------
+# Polyphase reads and writes at traced offsets.
+# --------------------------------------------------------------------------
+
+
+def _phase_layout(x: jax.Array, plan: StagePlan, margin: int) -> jax.Array:
+    """(B, H, W, C) zero-padded by `margin` on every side -> (B, Hq, n, Wq, n, C).
+
+    Latent row r + margin lands at index (r + margin) // n, phase (r + margin) % n,
+    so elements `row0 + n * u` for u < grid rows are one strided slice. The
+    zero padding makes out-of-latent taps (and positions beyond the latent when
+    the patch size does not divide it) read as zeros.
+    """
+    n = plan.stride
+    b, h, w, c = x.shape
+    max_r, max_c = plan.positions[..., 0].max(), plan.positions[..., 1].max()
+    rows = -(-(int(max_r) + n * (plan.grid[0] - 1) + 2 * margin + 1) // n)
+    cols = -(-(int(max_c) + n * (plan.grid[1] - 1) + 2 * margin + 1) // n)
+    rows, cols = max(rows, -(-(h + 2 * margin) // n)), max(cols, -(-(w + 2 * margin) // n))
+    x = jnp.pad(x, ((0, 0), (margin, n * rows - h - margin), (margin, n * cols - w - margin), (0, 0)))
+    return x.reshape(b, rows, n, cols, n, c)
+
+
+def _read(phases: jax.Array, plan: StagePlan, row0: jax.Array, col0: jax.Array) -> jax.Array:
+    """Elements (row0 + n u, col0 + n v) of a phase layout -> (B, h, w, C)."""
+    n = plan.stride
+    b, _, _, _, _, c = phases.shape
+    h, w = plan.grid
+    start = (0, row0 // n, row0 % n, col0 // n, col0 % n, 0)
+    return jax.lax.dynamic_slice(phases, start, (b, h, 1, w, 1, c)).reshape(b, h, w, c)
+
+
+def read_stage(plan: StagePlan, x: jax.Array, stage: jax.Array) -> jax.Array:
+    """The values of `x` (B, H, W, C) at stage `stage`'s elements: (P, B, h, w, C).
+
+    Entries beyond the latent or of padding positions (`plan.valid`) read zeros.
+    """
+    phases = _phase_layout(x, plan, 0)
+    positions = jnp.asarray(plan.positions)[stage]
+    return jnp.stack(
+        [_read(phases, plan, positions[p, 0], positions[p, 1]) for p in range(plan.max_positions)]
+    )
+
+
+def write_stage(plan: StagePlan, x: jax.Array, stage: jax.Array, values: jax.Array) -> jax.Array:
+    """`x` (B, H, W, C) with stage `stage`'s elements replaced by `values` (P, B, h, w, C)."""
+    n = plan.stride
+    b, h_lat, w_lat, c = x.shape
+    phases = _phase_layout(x, plan, 0)
+    positions = jnp.asarray(plan.positions)[stage]
+    valid = jnp.asarray(plan.valid)[stage]
+    h, w = plan.grid
+    for p in range(plan.max_positions):
+        r, q = positions[p, 0], positions[p, 1]
+        start = (0, r // n, r % n, q // n, q % n, 0)
+        old = jax.lax.dynamic_slice(phases, start, (b, h, 1, w, 1, c))
+        new = jnp.where(valid[p], values[p].reshape(old.shape).astype(x.dtype), old)
+        phases = jax.lax.dynamic_update_slice(phases, new, start)
+    rows, cols = phases.shape[1] * n, phases.shape[3] * n
+    return phases.reshape(b, rows, cols, c)[:, :h_lat, :w_lat]
+
+
+def scatter_all_stages(plan: StagePlan, per_stage: jax.Array) -> jax.Array:
+    """(S, P, B, h, w, D) values of every stage -> (B, H, W, D) latent layout."""
+    if plan.stride == 1 and plan.grid == (1, 1):
+        s_b_d = per_stage[:, 0, :, 0, 0]  # serial: one element per stage, raster order.
+        b, d = s_b_d.shape[1:]
+        return s_b_d.transpose(1, 0, 2).reshape(b, *plan.latent_shape, d)
+    n = plan.stride
+    stage_of = np.zeros((n, n), np.int32)
+    entry_of = np.zeros((n, n), np.int32)
+    for s in range(plan.num_stages):
+        for p in range(plan.max_positions):
+            if plan.valid[s, p]:
+                stage_of[tuple(plan.positions[s, p])] = s
+                entry_of[tuple(plan.positions[s, p])] = p
+    x = per_stage[stage_of, entry_of]  # (n, n, B, h, w, D)
+    b, h, w, d = x.shape[2:]
+    x = x.transpose(2, 3, 0, 4, 1, 5).reshape(b, n * h, n * w, d)
+    return x[:, : plan.latent_shape[0], : plan.latent_shape[1]]
+
+
+# --------------------------------------------------------------------------
+# The stage function.
+# --------------------------------------------------------------------------
+
+
+def stage_context(plan: StagePlan, kernels: jax.Array, stage: jax.Array, y_hat: jax.Array) -> jax.Array:
+    """Context features of stage `stage`'s elements: (P, B, h, w, D).
+
+    Args:
+      plan: static tables of the schedule on this latent size.
+      kernels: (num_weight_sets, k, k, M, D) context weights, one set per stage
+        after stage 0 (cross-correlation, as PyTorch's `conv2d`).
+      stage: scalar int, may be traced.
+      y_hat: (B, H, W, M) latent; elements of stage >= `stage` may hold
+        anything (they are masked out, not multiplied by zero, so even NaN
+        placeholders cannot leak).
+    """
+    k = kernels.shape[1]
+    half = k // 2
+    d = kernels.shape[-1]
+    b = y_hat.shape[0]
+    h, w = plan.grid
+    if plan.num_weight_sets == 0:
+        return jnp.zeros((plan.max_positions, b, h, w, d), y_hat.dtype)
+    phases = _phase_layout(y_hat, plan, half)
+    positions = jnp.asarray(plan.positions)[stage]
+    masks = jnp.asarray(plan.tap_mask)[stage]  # (P, k*k)
+    kernel = kernels[jnp.asarray(plan.weight_index)[stage]].reshape(k * k * y_hat.shape[-1], d)
+    taps = []
+    for p in range(plan.max_positions):
+        for t in range(k * k):
+            dy, dx = divmod(t, k)  # window offset (dy - half, dx - half) plus margin half.
+            tap = _read(phases, plan, positions[p, 0] + dy, positions[p, 1] + dx)
+            taps.append(jnp.where(masks[p, t], tap, 0.0))
+    taps = jnp.stack(taps, axis=-2).reshape(b, h, w, plan.max_positions, k * k * y_hat.shape[-1])
+    context = jnp.einsum("bhwpi,id->pbhwd", taps, kernel.astype(taps.dtype))
+    return context
+
+
+def stage_network_inputs(
+    plan: StagePlan, kernels: jax.Array, stage: jax.Array, y_hat: jax.Array, hyper: jax.Array
+) -> jax.Array:
+    """Input of the entropy-parameter network at stage `stage`: (P, B, h, w, 4M).
+
+    The hyperprior features (2M) of the stage's elements followed by their
+    context (2M; zeros at stage 0), the order of Minnen 2018 and the MSCM code.
+    """
+    context = stage_context(plan, kernels, stage, y_hat)
+    return jnp.concatenate([read_stage(plan, hyper, stage), context.astype(hyper.dtype)], axis=-1)
+
+
+class EntropyParameters(nn.Module):
+    """Three 1x1 convolutions (4M -> 10M/3 -> 8M/3 -> out), shared by all stages.
+
+    Minnen 2018, Fig. 4; widths use integer division as CompressAI does.
+    """
+
+    latent_channels: int
+    out_channels: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        m = self.latent_channels
+        x = leaky_relu(nn.Dense(m * 10 // 3, kernel_init=torch_default_init, name="dense0")(x))
+        x = leaky_relu(nn.Dense(m * 8 // 3, kernel_init=torch_default_init, name="dense1")(x))
+        return nn.Dense(self.out_channels, kernel_init=torch_default_init, name="dense2")(x)
+
+
+class MultistageContext(nn.Module):
+    """Per-stage 5x5 context convolutions + the shared entropy-parameter network.
+
+    Parameters: `context_kernel` (S - 1, 5, 5, M, 2M), no bias (the MSCM
+    authors' `gcm.{s}` without the unused stage-0 one; serial: one set), and
+    `entropy_parameters`.
+    """
+
+    schedule: Schedule
+    latent_channels: int
+    out_channels: int
+
+    def setup(self):
+        k = self.schedule.kernel_size
+        m = self.latent_channels
+        sets = self.schedule.num_context_weight_sets
+        # PyTorch's default conv init, fan_in = k * k * M; (0, ...) for `hyperprior`.
+        bound = 1.0 / (k * k * m) ** 0.5
+        self.context_kernel = self.param(
+            "context_kernel",
+            lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound),
+            (sets, k, k, m, 2 * m),
+        )
+        self.entropy_parameters = EntropyParameters(m, self.out_channels)
+
+    def plan(self, latent_h: int, latent_w: int) -> StagePlan:
+        return cached_stage_plan(self.schedule, latent_h, latent_w)
+
+    def decode_stage(self, stage: jax.Array, y_hat: jax.Array, hyper: jax.Array) -> jax.Array:
+        """Raw entropy parameters of stage `stage`'s elements: (P, B, h, w, out)."""
+        plan = self.plan(*y_hat.shape[1:3])
+        inputs = stage_network_inputs(plan, self.context_kernel, stage, y_hat, hyper)
+        return self.entropy_parameters(inputs)
+
+    def all_stages(self, y_hat: jax.Array, hyper: jax.Array) -> jax.Array:
+        """Raw entropy parameters of every latent element: (B, H, W, out).
+
+        Each element sees exactly the context it has when its stage is decoded.
+        """
+        plan = self.plan(*y_hat.shape[1:3])
+        if self.schedule.is_serial:
+            inputs = jnp.concatenate([hyper, self._serial_context(y_hat).astype(hyper.dtype)], -1)
+            return self.entropy_parameters(inputs)
+        stages = jnp.arange(plan.num_stages)
+        inputs = jax.vmap(stage_network_inputs, in_axes=(None, None, 0, None, None))(
+            plan, self.context_kernel, stages, y_hat, hyper
+        )
+        return scatter_all_stages(plan, self.entropy_parameters(inputs))
+
+    def _serial_context(self, y_hat: jax.Array) -> jax.Array:
+        """Causal 5x5 masked convolution over the whole latent (Minnen 2018)."""
+        mask = self.schedule.context_kernel_mask()[0, 0]
+        kernel = self.context_kernel[0] * jnp.asarray(mask, self.context_kernel.dtype)[:, :, None, None]
+        half = mask.shape[0] // 2
+        return jax.lax.conv_general_dilated(
+            y_hat,
+            kernel,
+            (1, 1),
+            ((half, half), (half, half)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )

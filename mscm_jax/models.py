@@ -1,0 +1,252 @@
+"""The compression model: analysis -> hyperprior + multistage context -> synthesis.
+
+    x --g_a--> y --h_a--> z --Q--> z_hat --h_s--> hyper (2M)
+               |                                    |
+               Q --> y_hat --MultistageContext(schedule, hyper)--> mixture params
+               |
+             g_s --> x_hat
+
+The rates are `-log2` of the discretized likelihoods: z under the factorized
+density, y under the Gaussian (mixture) conditional whose parameters for each
+element come from its stage's context (Lin et al. 2023, Sec. 2; Minnen 2018,
+Sec. 2 for the rate terms).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from mscm_jax.context import MultistageContext, read_stage, write_stage
+from mscm_jax.entropy_models import (
+    DeepFactorized,
+    GaussianMixtureConditional,
+    bits_from_likelihoods,
+)
+from mscm_jax.ops import QuantizationMode, pad_to_multiple, quantize
+from mscm_jax.schedules import Schedule, get_schedule
+from mscm_jax.transforms import HYPER_STRIDE, TRANSFORMS, get_transform_family
+
+
+class Rounding(str, enum.Enum):
+    """What the coder rounds (stored with the model, since the choice is not
+    visible in the weights).
+
+    Y: y itself (the MSCM authors' mixture models).
+    Y_MINUS_MEAN: y - mean, then the mean is added back (CompressAI's
+      single-Gaussian models); needs the means, so stages are sequential.
+    """
+
+    Y = "y"
+    Y_MINUS_MEAN = "y_minus_mean"
+
+
+class Mode(str, enum.Enum):
+    """TRAIN: noisy proxies and rates for optimization; EVAL: what the coder does."""
+
+    TRAIN = "train"
+    EVAL = "eval"
+
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model; stored with checkpoints and files.
+
+    Attributes:
+      transform: "cheng2020-attn" or "mbt2018".
+      N, M: hidden and latent channels (paper: N = M = 192; 128 at low rates).
+      num_mixtures: K components per element; 1 is a single Gaussian.
+      schedule: a built-in schedule name or a JSON stage pattern.
+      rounding: "y" or "y_minus_mean" (see `Rounding`).
+      synthesis_quantization: how y enters g_s in training, "ste" or "noise".
+      compute_dtype: dtype of the transforms ("float32" or "bfloat16"); the
+        entropy models, likelihoods and rates are always float32.
+    """
+
+    transform: str = "cheng2020-attn"
+    N: int = 192
+    M: int = 192
+    num_mixtures: int = 3
+    schedule: str = "mscm4x4-paper"
+    rounding: str = "y"
+    synthesis_quantization: str = "ste"
+    compute_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"unknown transform {self.transform!r}; valid: {', '.join(TRANSFORMS)}")
+        for name in ("N", "M", "num_mixtures"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.M < 2:
+            raise ValueError(f"model.M must be at least 2 (the attention block halves it), got {self.M}")
+        get_schedule(self.schedule)
+        valid = {
+            "rounding": [r.value for r in Rounding],
+            "synthesis_quantization": [QuantizationMode.STE.value, QuantizationMode.NOISE.value],
+            "compute_dtype": list(COMPUTE_DTYPES),
+        }
+        for name, options in valid.items():
+            if getattr(self, name) not in options:
+                raise ValueError(f"model.{name} must be one of {options}, got {getattr(self, name)!r}")
+        if self.rounding == Rounding.Y_MINUS_MEAN and self.num_mixtures != 1:
+            raise ValueError("rounding 'y_minus_mean' needs a single Gaussian (num_mixtures = 1)")
+
+    @property
+    def schedule_obj(self) -> Schedule:
+        return get_schedule(self.schedule)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; valid keys: {sorted(known)}")
+        d = dict(d)
+        if not isinstance(d.get("schedule", ""), str):
+            d["schedule"] = json.dumps(d["schedule"])
+        return cls(**d)
+
+
+@flax.struct.dataclass
+class ForwardResult:
+    """What a forward pass returns (all float32).
+
+    Attributes:
+      x_hat: (B, H, W, 3) reconstruction, not clipped, cropped to the input size.
+      y_hat: (B, h, w, M) the quantized (EVAL) or noisy (TRAIN) latent.
+      y_likelihoods: (B, h, w, M); z_likelihoods: (B, h/4, w/4, N).
+      bits_per_stage: (B, S) bits of y decoded at each stage.
+      z_bits: (B,); bpp: (B,) total bits over the input's pixel count.
+    """
+
+    x_hat: jax.Array
+    y_hat: jax.Array
+    y_likelihoods: jax.Array
+    z_likelihoods: jax.Array
+    bits_per_stage: jax.Array
+    z_bits: jax.Array
+    bpp: jax.Array
+
+
+class CompressionModel(nn.Module):
+    """The MSCM image codec of one `ModelConfig` (inputs RGB in [0, 1], NHWC)."""
+
+    config: ModelConfig
+
+    def setup(self):
+        c = self.config
+        family = get_transform_family(c.transform)
+        dtype = COMPUTE_DTYPES[c.compute_dtype]
+        self.g_a = family.analysis(c.N, c.M, dtype)
+        self.g_s = family.synthesis(c.N, c.M, dtype)
+        self.h_a = family.hyper_analysis(c.N, c.M, dtype)
+        self.h_s = family.hyper_synthesis(c.N, c.M, dtype)
+        self.entropy_bottleneck = DeepFactorized(c.N)
+        self.conditional = GaussianMixtureConditional(c.num_mixtures)
+        self.context = MultistageContext(c.schedule_obj, c.M, self.conditional.num_parameter_channels(c.M))
+
+    # -- the pieces the coder calls one by one ------------------------------
+
+    def analysis(self, x: jax.Array) -> jax.Array:
+        """Image (B, H, W, 3) -> y (B, ceil(H/64)*4, ceil(W/64)*4, M), float32."""
+        return self.g_a(pad_to_multiple(x, HYPER_STRIDE)).astype(jnp.float32)
+
+    def hyper_analysis(self, y: jax.Array) -> jax.Array:
+        return self.h_a(y).astype(jnp.float32)
+
+    def z_median(self) -> jax.Array:
+        """(N,) centre of z's quantization grid (the factorized density's median)."""
+        return self.entropy_bottleneck.median()
+
+    def hyper_synthesis(self, z_hat: jax.Array) -> jax.Array:
+        return self.h_s(z_hat).astype(jnp.float32)
+
+    def decode_stage(self, stage: jax.Array, y_hat: jax.Array, hyper: jax.Array) -> jax.Array:
+        """Raw entropy parameters of one stage's elements (P, B, h, w, out)."""
+        return self.context.decode_stage(stage, y_hat, hyper)
+
+    def synthesis(self, y_hat: jax.Array, image_shape: tuple[int, int]) -> jax.Array:
+        x_hat = self.g_s(y_hat).astype(jnp.float32)
+        return x_hat[:, : image_shape[0], : image_shape[1]]
+
+    # -- the whole model -----------------------------------------------------
+
+    def __call__(self, x: jax.Array, mode: Mode | str = Mode.TRAIN) -> ForwardResult:
+        """Forward pass; TRAIN needs the `noise` rng (`rngs={"noise": key}`)."""
+        mode = Mode(mode)
+        image_shape = x.shape[1:3]
+        y = self.analysis(x)
+        z = self.hyper_analysis(y)
+        median = self.z_median()
+        if mode is Mode.TRAIN:
+            z_hat = quantize(z, QuantizationMode.NOISE, rng=self.make_rng("noise"))
+        else:
+            z_hat = quantize(z, QuantizationMode.ROUND, median)
+        z_likelihoods = self.entropy_bottleneck.likelihood(z_hat)
+        hyper = self.hyper_synthesis(z_hat)
+
+        if mode is Mode.TRAIN:
+            y_tilde = quantize(y, QuantizationMode.NOISE, rng=self.make_rng("noise"))
+            params = self.conditional.split(self.context.all_stages(y_tilde, hyper))
+            offset = self._rounding_offset(params)
+            y_likelihoods = self.conditional.likelihood(y_tilde, params)
+            y_synth = quantize(y, self.config.synthesis_quantization, offset, self.make_rng("noise"))
+            y_hat = y_tilde
+        else:
+            y_hat, params = self._quantize_latent(y, hyper)
+            y_likelihoods = self.conditional.likelihood(y_hat, params)
+            y_synth = y_hat
+
+        x_hat = self.synthesis(y_synth, image_shape)
+        plan = self.context.plan(*y.shape[1:3])
+        y_bits = bits_from_likelihoods(y_likelihoods).sum(-1).reshape(y.shape[0], -1)
+        stage_ids = jnp.asarray(plan.stage_map.ravel())
+        bits_per_stage = jax.vmap(lambda b: jax.ops.segment_sum(b, stage_ids, plan.num_stages))(y_bits)
+        z_bits = bits_from_likelihoods(z_likelihoods).sum((1, 2, 3))
+        bpp = (y_bits.sum(-1) + z_bits) / (image_shape[0] * image_shape[1])
+        return ForwardResult(x_hat, y_hat, y_likelihoods, z_likelihoods, bits_per_stage, z_bits, bpp)
+
+    def _rounding_offset(self, params) -> jax.Array | float:
+        if self.config.rounding == Rounding.Y_MINUS_MEAN:
+            return self.conditional.mean(params)
+        return 0.0
+
+    def _quantize_latent(self, y: jax.Array, hyper: jax.Array):
+        """Rounded latent and its entropy parameters, as the decoder sees them."""
+        if self.config.rounding == Rounding.Y:
+            y_hat = jnp.round(y)
+            return y_hat, self.conditional.split(self.context.all_stages(y_hat, hyper))
+        # y - mean rounding: the means of stage s depend on y_hat of earlier
+        # stages, so quantize stage by stage with the decoder's stage function.
+        plan = self.context.plan(*y.shape[1:3])
+
+        def step(stage, y_hat):
+            params = self.conditional.split(self.context.decode_stage(stage, y_hat, hyper))
+            mean = self.conditional.mean(params)
+            return write_stage(plan, y_hat, stage, jnp.round(read_stage(plan, y, stage) - mean) + mean)
+
+        y_hat = jax.lax.fori_loop(0, plan.num_stages, step, jnp.zeros_like(y))
+        return y_hat, self.conditional.split(self.context.all_stages(y_hat, hyper))
+
+
+def init_model(config: ModelConfig, rng: jax.Array, image_size: int = 64) -> tuple[CompressionModel, Any]:
+    """A model and freshly initialized parameters (shapes do not depend on image size)."""
+    model = CompressionModel(config)
+    x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    params = model.init({"params": rng, "noise": rng}, x, Mode.TRAIN)
+    return model, params

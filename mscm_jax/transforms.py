@@ -1,0 +1,182 @@
+"""Analysis, synthesis and hyperprior transforms of the two model families.
+
+- `mbt2018`: Minnen, Ballé, Toderici, "Joint Autoregressive and Hierarchical
+  Priors for Learned Image Compression", NeurIPS 2018, Fig. 4 (5x5 stride-2
+  convolutions with GDN; CompressAI's `JointAutoregressiveHierarchicalPriors`).
+- `cheng2020-attn`: Cheng, Sun, Takeuchi, Katto, "Learned Image Compression
+  with Discretized Gaussian Mixture Likelihoods and Attention Modules",
+  CVPR 2020, Fig. 2 (CompressAI's `Cheng2020Attention`), the MSCM paper's base.
+
+Each family maps an image (B, H, W, 3) to y (B, H/16, W/16, M), y to
+z (B, H/64, W/64, N), and back; `hyper_synthesis` outputs 2M channels of
+hyperprior features for the entropy-parameter network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mscm_jax.layers import (
+    GDN,
+    AttentionBlock,
+    Conv2d,
+    ConvTranspose2d,
+    ResidualBlock,
+    ResidualBlockUpsample,
+    ResidualBlockWithStride,
+    SubpelConv,
+    leaky_relu,
+)
+
+# Total down-sampling of image -> y, and of image -> z.
+LATENT_STRIDE = 16
+HYPER_STRIDE = 64
+
+
+class Mbt2018Analysis(nn.Module):
+    N: int
+    M: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = self.dtype
+        for i in range(3):
+            x = GDN(dtype=d, name=f"gdn{i}")(Conv2d(self.N, 5, 2, dtype=d, name=f"conv{i}")(x))
+        return Conv2d(self.M, 5, 2, dtype=d, name="conv3")(x)
+
+
+class Mbt2018Synthesis(nn.Module):
+    N: int
+    M: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, y: jax.Array) -> jax.Array:
+        d = self.dtype
+        for i in range(3):
+            y = ConvTranspose2d(self.N, 5, 2, dtype=d, name=f"deconv{i}")(y)
+            y = GDN(inverse=True, dtype=d, name=f"igdn{i}")(y)
+        return ConvTranspose2d(3, 5, 2, dtype=d, name="deconv3")(y)
+
+
+class Mbt2018HyperAnalysis(nn.Module):
+    N: int
+    M: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, y: jax.Array) -> jax.Array:
+        d = self.dtype
+        z = leaky_relu(Conv2d(self.N, 3, 1, dtype=d, name="conv0")(y))
+        z = leaky_relu(Conv2d(self.N, 5, 2, dtype=d, name="conv1")(z))
+        return Conv2d(self.N, 5, 2, dtype=d, name="conv2")(z)
+
+
+class Mbt2018HyperSynthesis(nn.Module):
+    N: int
+    M: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        d = self.dtype
+        h = leaky_relu(ConvTranspose2d(self.M, 5, 2, dtype=d, name="deconv0")(z))
+        h = leaky_relu(ConvTranspose2d(self.M * 3 // 2, 5, 2, dtype=d, name="deconv1")(h))
+        return Conv2d(self.M * 2, 3, 1, dtype=d, name="conv2")(h)
+
+
+class Cheng2020Analysis(nn.Module):
+    N: int
+    M: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d, n = self.dtype, self.N
+        x = ResidualBlockWithStride(n, 2, d, name="down0")(x)
+        x = ResidualBlock(n, d, name="res0")(x)
+        x = ResidualBlockWithStride(n, 2, d, name="down1")(x)
+        x = AttentionBlock(d, name="attn0")(x)
+        x = ResidualBlock(n, d, name="res1")(x)
+        x = ResidualBlockWithStride(n, 2, d, name="down2")(x)
+        x = ResidualBlock(n, d, name="res2")(x)
+        x = Conv2d(self.M, 3, 2, dtype=d, name="down3")(x)
+        return AttentionBlock(d, name="attn1")(x)
+
+
+class Cheng2020Synthesis(nn.Module):
+    N: int
+    M: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, y: jax.Array) -> jax.Array:
+        d, n = self.dtype, self.N
+        y = AttentionBlock(d, name="attn0")(y)
+        y = ResidualBlock(n, d, name="res0")(y)
+        y = ResidualBlockUpsample(n, 2, d, name="up0")(y)
+        y = ResidualBlock(n, d, name="res1")(y)
+        y = ResidualBlockUpsample(n, 2, d, name="up1")(y)
+        y = AttentionBlock(d, name="attn1")(y)
+        y = ResidualBlock(n, d, name="res2")(y)
+        y = ResidualBlockUpsample(n, 2, d, name="up2")(y)
+        y = ResidualBlock(n, d, name="res3")(y)
+        return SubpelConv(3, 2, d, name="up3")(y)
+
+
+class Cheng2020HyperAnalysis(nn.Module):
+    N: int
+    M: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, y: jax.Array) -> jax.Array:
+        d, n = self.dtype, self.N
+        z = y
+        for i, stride in enumerate((1, 1, 2, 1)):
+            z = leaky_relu(Conv2d(n, 3, stride, dtype=d, name=f"conv{i}")(z))
+        return Conv2d(n, 3, 2, dtype=d, name="conv4")(z)
+
+
+class Cheng2020HyperSynthesis(nn.Module):
+    N: int
+    M: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        d, m = self.dtype, self.M
+        h = leaky_relu(Conv2d(m, 3, dtype=d, name="conv0")(z))
+        h = leaky_relu(SubpelConv(m, 2, d, name="up0")(h))
+        h = leaky_relu(Conv2d(m * 3 // 2, 3, dtype=d, name="conv1")(h))
+        h = leaky_relu(SubpelConv(m * 3 // 2, 2, d, name="up1")(h))
+        return Conv2d(m * 2, 3, dtype=d, name="conv2")(h)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformFamily:
+    analysis: type[nn.Module]
+    synthesis: type[nn.Module]
+    hyper_analysis: type[nn.Module]
+    hyper_synthesis: type[nn.Module]
+
+
+TRANSFORMS: dict[str, TransformFamily] = {
+    "mbt2018": TransformFamily(
+        Mbt2018Analysis, Mbt2018Synthesis, Mbt2018HyperAnalysis, Mbt2018HyperSynthesis
+    ),
+    "cheng2020-attn": TransformFamily(
+        Cheng2020Analysis, Cheng2020Synthesis, Cheng2020HyperAnalysis, Cheng2020HyperSynthesis
+    ),
+}
+
+
+def get_transform_family(name: str) -> TransformFamily:
+    if name not in TRANSFORMS:
+        raise ValueError(f"unknown transform {name!r}; valid transforms are {', '.join(TRANSFORMS)}")
+    return TRANSFORMS[name]
