@@ -123,11 +123,11 @@ class GDN(nn.Module):
     reparam_offset: float = 2.0**-18
     dtype: jnp.dtype = jnp.float32
 
-    @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         beta, gamma = self.parameters(x.shape[-1])
         return gdn(x.astype(jnp.float32), beta, gamma, self.inverse).astype(self.dtype)
 
+    @nn.compact
     def parameters(self, channels: int) -> tuple[jax.Array, jax.Array]:
         """The effective (beta, gamma) after reparametrization."""
         pedestal = self.reparam_offset**2

@@ -1,0 +1,162 @@
+"""The composed model: odd sizes, rates, rounding conventions, shape contracts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mscm_jax.context import EntropyParameters
+from mscm_jax.entropy_models import gaussian_mass
+from mscm_jax.models import CompressionModel, ModelConfig, init_model
+
+ODD_IMAGE = (67, 101)  # padded to 128 x 128: an 8 x 8 latent, not divisible by 3.
+
+
+def _image(shape=ODD_IMAGE, batch=2, seed=0):
+    # Smooth random content, so that a fresh model's latent is not all zeros.
+    coarse = jax.random.uniform(jax.random.PRNGKey(seed), (batch, 5, 7, 3))
+    return jax.image.resize(coarse, (batch, *shape, 3), "linear")
+
+
+def _loss_and_result(model):
+    def loss(params, x, key):
+        result = model.apply(params, x, "train", rngs={"noise": key})
+        mse = jnp.mean((result.x_hat - x) ** 2)
+        return 0.01 * 255**2 * mse + result.bpp.mean(), result
+
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))
+
+
+@pytest.fixture(scope="module")
+def mbt_mscm3x3():
+    config = ModelConfig(transform="mbt2018", N=8, M=8, num_mixtures=3, schedule="mscm3x3")
+    model, params = init_model(config, jax.random.PRNGKey(0))
+    return config, model, params
+
+
+def test_odd_image_size_end_to_end(mbt_mscm3x3):
+    config, model, params = mbt_mscm3x3
+    x = _image()
+    (loss, train), grads = _loss_and_result(model)(params, x, jax.random.PRNGKey(1))
+    assert train.x_hat.shape == x.shape
+    assert train.y_likelihoods.shape == (2, 8, 8, 8) and train.z_likelihoods.shape == (2, 2, 2, 8)
+    assert np.isfinite(float(loss)) and (np.asarray(train.bpp) > 0).all()
+    # Gradients: same tree as the parameters, finite, and reaching the context weights.
+    assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(params)
+    assert all(np.isfinite(g).all() for g in jax.tree_util.tree_leaves(grads))
+    assert float(jnp.abs(grads["params"]["context"]["context_kernel"]).max()) > 0
+
+    result = jax.jit(lambda p, x: model.apply(p, x, "eval"))(params, x)
+    y_hat = np.asarray(result.y_hat)
+    np.testing.assert_array_equal(y_hat, np.round(y_hat))
+    # Rate: only the 8 x 8 real latent positions count, each in exactly one stage.
+    y_bits = -np.log2(np.asarray(result.y_likelihoods)).sum((1, 2, 3))
+    np.testing.assert_allclose(np.asarray(result.bits_per_stage).sum(1), y_bits, rtol=1e-5)
+    assert result.bits_per_stage.shape == (2, 9)
+    total = (y_bits + np.asarray(result.z_bits)) / (ODD_IMAGE[0] * ODD_IMAGE[1])
+    np.testing.assert_allclose(np.asarray(result.bpp), total, rtol=1e-5)
+
+
+def test_parameter_tree_contract(mbt_mscm3x3):
+    config, _, params = mbt_mscm3x3
+    tree = params["params"]
+    assert set(tree) == {"g_a", "g_s", "h_a", "h_s", "entropy_bottleneck", "context"}
+    m = config.M
+    assert tree["context"]["context_kernel"].shape == (8, 5, 5, m, 2 * m)  # 9 stages - 1
+    net = tree["context"]["entropy_parameters"]
+    assert [net[f"dense{i}"]["kernel"].shape for i in range(3)] == [
+        (4 * m, m * 10 // 3), (m * 10 // 3, m * 8 // 3), (m * 8 // 3, 9 * m),
+    ]  # fmt: skip
+
+
+def test_hyperprior_schedule_is_a_plain_mean_scale_hyperprior():
+    config = ModelConfig(transform="mbt2018", N=8, M=8, num_mixtures=1, schedule="hyperprior")
+    model, params = init_model(config, jax.random.PRNGKey(2))
+    x = _image(batch=1, seed=3)
+
+    def reference(p, x):
+        bound = model.bind(p)
+        y = bound.analysis(x)
+        median = bound.z_median()
+        z_hat = jnp.round(bound.hyper_analysis(y) - median) + median
+        hyper = bound.hyper_synthesis(z_hat)
+        # The network sees only the hyperprior: keep the first 2M input rows.
+        net = jax.tree_util.tree_map(lambda a: a, p["params"]["context"]["entropy_parameters"])
+        net["dense0"] = {**net["dense0"], "kernel": net["dense0"]["kernel"][: 2 * config.M]}
+        raw = EntropyParameters(config.M, 2 * config.M).apply({"params": net}, hyper)
+        scales, means = jnp.split(raw, 2, -1)
+        y_hat = jnp.round(y)
+        return jnp.maximum(gaussian_mass(y_hat, means, jnp.maximum(scales, 0.11)), 1e-9)
+
+    expected = jax.jit(reference)(params, x)
+    got = jax.jit(lambda p, x: model.apply(p, x, "eval"))(params, x)
+    np.testing.assert_allclose(np.asarray(got.y_likelihoods), np.asarray(expected), rtol=1e-4, atol=1e-7)
+    assert params["params"]["context"]["context_kernel"].shape[0] == 0
+
+
+def test_rounding_y_minus_mean_is_decoder_consistent():
+    config = ModelConfig(
+        transform="mbt2018", N=8, M=8, num_mixtures=1, schedule="mscm2x2", rounding="y_minus_mean"
+    )
+    model, params = init_model(config, jax.random.PRNGKey(4))
+    # A fresh model predicts means ~0; give the means an offset and a context dependence.
+    context = params["params"]["context"]
+    bias = context["entropy_parameters"]["dense2"]["bias"]
+    context["context_kernel"] = context["context_kernel"] * 30.0
+    context["entropy_parameters"]["dense2"]["bias"] = bias + jax.random.normal(jax.random.PRNGKey(6), bias.shape)
+    x = _image(shape=(64, 64), batch=1, seed=5)
+
+    def check(p, x):
+        bound = model.bind(p)
+        result = bound(x, "eval")
+        y = bound.analysis(x)
+        median = bound.z_median()
+        hyper = bound.hyper_synthesis(jnp.round(bound.hyper_analysis(y) - median) + median)
+        params = bound.conditional.split(bound.context.all_stages(result.y_hat, hyper))
+        return result.y_hat, y, bound.conditional.mean(params)
+
+    y_hat, y, mean = jax.jit(check)(params, x)
+    offset = np.asarray(y_hat - mean)
+    # y_hat = round(y - mean) + mean with the means the decoder computes.
+    np.testing.assert_allclose(offset, np.round(offset), atol=1e-4)
+    assert np.abs(np.asarray(y_hat - y)).max() <= 0.5 + 1e-4
+    # Not vacuous: the means are far from integers and differ from element to element.
+    frac = np.abs(np.asarray(mean) - np.round(np.asarray(mean)))
+    assert frac.max() > 0.2 and np.asarray(mean).std() > 0.1
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"transform": "bls2017"}, "unknown transform"),
+        ({"schedule": "zigzag"}, "unknown schedule"),
+        ({"schedule": "[[0, 2], [2, 3]]"}, "0..S-1"),
+        ({"rounding": "z"}, "rounding"),
+        ({"rounding": "y_minus_mean", "num_mixtures": 3}, "single Gaussian"),
+        ({"N": 0}, "positive integer"),
+        ({"compute_dtype": "float16"}, "compute_dtype"),
+    ],
+)
+def test_config_errors_are_clear(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**kwargs)
+
+
+def test_config_round_trip_and_unknown_keys():
+    config = ModelConfig(schedule="[[0, 2], [3, 1]]", N=16, M=16)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert ModelConfig.from_dict({"schedule": [[0, 1], [1, 0]]}).schedule_obj.num_stages == 2
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        ModelConfig.from_dict({"latent_channels": 3})
+
+
+def test_cheng2020_shapes_and_bfloat16_transforms():
+    config = ModelConfig(transform="cheng2020-attn", N=8, M=8, schedule="checkerboard", compute_dtype="bfloat16")
+    model = CompressionModel(config)
+    x = _image(shape=(40, 70), batch=1)
+    params = jax.jit(lambda k, x: model.init({"params": k, "noise": k}, x, "train"))(jax.random.PRNGKey(0), x)
+    result = jax.jit(lambda p, x: model.apply(p, x, "train", rngs={"noise": jax.random.PRNGKey(1)}))(params, x)
+    assert result.x_hat.shape == (1, 40, 70, 3) and result.x_hat.dtype == jnp.float32
+    assert result.y_likelihoods.dtype == jnp.float32 and result.y_likelihoods.shape == (1, 4, 8, 8)
+    assert np.isfinite(np.asarray(result.bpp)).all()
+    assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(params))
