@@ -5,11 +5,11 @@ Compression", ICASSP 2023, arXiv:2302.09263, Sec. 2.2-2.3.
 
 One function, `stage_network_inputs`, computes the entropy-parameter network's
 input for the elements of **one** stage only: for every in-patch position of
-the stage it reads the 25 window taps of all patches at once with strided
-(polyphase) slices at a traced offset, zeroes the taps that are not context
-(the position's mask from `Schedule.context_kernel_mask`), and contracts them
-with the stage's 5x5 weights in one matrix product. Its cost is that of
-`1 / n^2` of a full-resolution pass per position, and the stage index is a
+the stage it gathers the 25 window taps of all patches at once (rows
+`r0 + n u + dy`: a strided, polyphase read at a traced offset), zeroes the taps
+that are not context (the position's mask from `Schedule.context_kernel_mask`),
+and contracts them with the stage's 5x5 weights in one matrix product. Its cost
+is `1 / n^2` of a full-resolution pass per position, and the stage index is a
 traced value, so one compilation serves every stage.
 
 - Decoding (and encoding) call it once per stage (`MultistageContext.decode_stage`).
@@ -44,21 +44,19 @@ def cached_stage_plan(schedule: Schedule, latent_h: int, latent_w: int) -> Stage
 # --------------------------------------------------------------------------
 
 
-def _phase_layout(x: jax.Array, plan: StagePlan, margin: int) -> jax.Array:
-    """(B, H, W, C) zero-padded by `margin` on every side -> (B, Hq, n, Wq, n, C).
+def _phase_layout(x: jax.Array, plan: StagePlan) -> jax.Array:
+    """(B, H, W, C) zero-padded at the bottom/right -> (B, Hq, n, Wq, n, C).
 
-    Latent row r + margin lands at index (r + margin) // n, phase (r + margin) % n,
-    so elements `row0 + n * u` for u < grid rows are one strided slice. The
-    zero padding makes out-of-latent taps (and positions beyond the latent when
-    the patch size does not divide it) read as zeros.
+    Latent row r lands at index r // n, phase r % n, so the elements
+    `row0 + n * u` (u < grid rows) are one strided slice; positions beyond the
+    latent (patch size not dividing it) read as zeros.
     """
     n = plan.stride
     b, h, w, c = x.shape
-    max_r, max_c = plan.positions[..., 0].max(), plan.positions[..., 1].max()
-    rows = -(-(int(max_r) + n * (plan.grid[0] - 1) + 2 * margin + 1) // n)
-    cols = -(-(int(max_c) + n * (plan.grid[1] - 1) + 2 * margin + 1) // n)
-    rows, cols = max(rows, -(-(h + 2 * margin) // n)), max(cols, -(-(w + 2 * margin) // n))
-    x = jnp.pad(x, ((0, 0), (margin, n * rows - h - margin), (margin, n * cols - w - margin), (0, 0)))
+    rows = -(-(int(plan.positions[..., 0].max()) + n * (plan.grid[0] - 1) + 1) // n)
+    cols = -(-(int(plan.positions[..., 1].max()) + n * (plan.grid[1] - 1) + 1) // n)
+    rows, cols = max(rows, -(-h // n)), max(cols, -(-w // n))
+    x = jnp.pad(x, ((0, 0), (0, n * rows - h), (0, n * cols - w), (0, 0)))
     return x.reshape(b, rows, n, cols, n, c)
 
 
@@ -76,7 +74,7 @@ def read_stage(plan: StagePlan, x: jax.Array, stage: jax.Array) -> jax.Array:
 
     Entries beyond the latent or of padding positions (`plan.valid`) read zeros.
     """
-    phases = _phase_layout(x, plan, 0)
+    phases = _phase_layout(x, plan)
     positions = jnp.asarray(plan.positions)[stage]
     return jnp.stack(
         [_read(phases, plan, positions[p, 0], positions[p, 1]) for p in range(plan.max_positions)]
@@ -87,7 +85,7 @@ def write_stage(plan: StagePlan, x: jax.Array, stage: jax.Array, values: jax.Arr
     """`x` (B, H, W, C) with stage `stage`'s elements replaced by `values` (P, B, h, w, C)."""
     n = plan.stride
     b, h_lat, w_lat, c = x.shape
-    phases = _phase_layout(x, plan, 0)
+    phases = _phase_layout(x, plan)
     positions = jnp.asarray(plan.positions)[stage]
     valid = jnp.asarray(plan.valid)[stage]
     h, w = plan.grid
@@ -126,38 +124,50 @@ def scatter_all_stages(plan: StagePlan, per_stage: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------
 
 
-def stage_context(plan: StagePlan, kernels: jax.Array, stage: jax.Array, y_hat: jax.Array) -> jax.Array:
+def stage_context(plan: StagePlan, kernel: jax.Array, stage: jax.Array, y_hat: jax.Array) -> jax.Array:
     """Context features of stage `stage`'s elements: (P, B, h, w, D).
 
     Args:
       plan: static tables of the schedule on this latent size.
-      kernels: (num_weight_sets, k, k, M, D) context weights, one set per stage
-        after stage 0 (cross-correlation, as PyTorch's `conv2d`).
+      kernel: (k, k, M, D) the stage's context weights (cross-correlation, as
+        PyTorch's `conv2d`); the caller picks the stage's set
+        (`plan.weight_index`), so a decoder can split the sets once up front.
       stage: scalar int, may be traced.
       y_hat: (B, H, W, M) latent; elements of stage >= `stage` may hold
         anything (they are masked out, not multiplied by zero, so even NaN
         placeholders cannot leak).
     """
-    k = kernels.shape[1]
+    k, d = kernel.shape[0], kernel.shape[-1]
     half = k // 2
-    d = kernels.shape[-1]
-    b = y_hat.shape[0]
-    h, w = plan.grid
-    if plan.num_weight_sets == 0:
-        return jnp.zeros((plan.max_positions, b, h, w, d), y_hat.dtype)
-    phases = _phase_layout(y_hat, plan, half)
-    positions = jnp.asarray(plan.positions)[stage]
+    b, m = y_hat.shape[0], y_hat.shape[-1]
+    (h, w), n, p_max = plan.grid, plan.stride, plan.max_positions
+    positions = jnp.asarray(plan.positions)[stage]  # (P, 2)
     masks = jnp.asarray(plan.tap_mask)[stage]  # (P, k*k)
-    kernel = kernels[jnp.asarray(plan.weight_index)[stage]].reshape(k * k * y_hat.shape[-1], d)
-    taps = []
-    for p in range(plan.max_positions):
-        for t in range(k * k):
-            dy, dx = divmod(t, k)  # window offset (dy - half, dx - half) plus margin half.
-            tap = _read(phases, plan, positions[p, 0] + dy, positions[p, 1] + dx)
-            taps.append(jnp.where(masks[p, t], tap, 0.0))
-    taps = jnp.stack(taps, axis=-2).reshape(b, h, w, plan.max_positions, k * k * y_hat.shape[-1])
-    context = jnp.einsum("bhwpi,id->pbhwd", taps, kernel.astype(taps.dtype))
-    return context
+
+    def context(y_hat):
+        # Latent padded by `half` (zeros: outside the image and beyond the
+        # latent when the patch size does not divide it), so window tap
+        # (dy, dx) of element (u, v) is at padded row r0 + n u + dy.
+        rows_needed = int(plan.positions[..., 0].max()) + n * (h - 1) + k
+        cols_needed = int(plan.positions[..., 1].max()) + n * (w - 1) + k
+        pad_rows = max(rows_needed - y_hat.shape[1] - half, half)
+        pad_cols = max(cols_needed - y_hat.shape[2] - half, half)
+        padded = jnp.pad(y_hat, ((0, 0), (half, pad_rows), (half, pad_cols), (0, 0)))
+        offsets = jnp.arange(k)
+        rows = positions[:, 0, None, None] + n * jnp.arange(h)[None, :, None] + offsets  # (P, h, k)
+        cols = positions[:, 1, None, None] + n * jnp.arange(w)[None, :, None] + offsets  # (P, w, k)
+        # One gather of all taps of all the stage's elements: (B, P, h, w, k, k, M).
+        taps = padded[:, rows[:, :, None, :, None], cols[:, None, :, None, :]]
+        taps = jnp.where(masks.reshape(1, p_max, 1, 1, k, k, 1), taps, 0.0)
+        taps = taps.reshape(b, p_max, h, w, k * k * m)
+        out = jnp.einsum("bphwi,id->pbhwd", taps, kernel.reshape(k * k * m, d).astype(taps.dtype))
+        return out.astype(y_hat.dtype)
+
+    def no_context(y_hat):
+        return jnp.zeros((p_max, b, h, w, d), y_hat.dtype)
+
+    # Stage 0 (and any stage without earlier neighbours) skips the work.
+    return jax.lax.cond(masks.any(), context, no_context, y_hat)
 
 
 def stage_network_inputs(
@@ -167,7 +177,14 @@ def stage_network_inputs(
 
     The hyperprior features (2M) of the stage's elements followed by their
     context (2M; zeros at stage 0), the order of Minnen 2018 and the MSCM code.
+    `kernels` is either all weight sets (num_sets, k, k, M, D), from which the
+    stage's is picked, or the stage's own set (k, k, M, D).
     """
+    if kernels.ndim == 5:
+        if kernels.shape[0] == 0:  # `hyperprior`: no context weights at all.
+            kernels = jnp.zeros(kernels.shape[1:], kernels.dtype)
+        else:
+            kernels = kernels[jnp.asarray(plan.weight_index)[stage]]
     context = stage_context(plan, kernels, stage, y_hat)
     return jnp.concatenate([read_stage(plan, hyper, stage), context.astype(hyper.dtype)], axis=-1)
 
@@ -217,11 +234,26 @@ class MultistageContext(nn.Module):
     def plan(self, latent_h: int, latent_w: int) -> StagePlan:
         return cached_stage_plan(self.schedule, latent_h, latent_w)
 
-    def decode_stage(self, stage: jax.Array, y_hat: jax.Array, hyper: jax.Array) -> jax.Array:
-        """Raw entropy parameters of stage `stage`'s elements: (P, B, h, w, out)."""
+    def decode_stage(
+        self, stage: jax.Array, y_hat: jax.Array, hyper: jax.Array, stage_kernel: jax.Array | None = None
+    ) -> jax.Array:
+        """Raw entropy parameters of stage `stage`'s elements: (P, B, h, w, out).
+
+        `stage_kernel` (k, k, M, 2M), when given, replaces the stage's slice of
+        `context_kernel`: a decoder that splits the sets once (`stage_kernels`)
+        saves copying them out of the stack at every stage.
+        """
         plan = self.plan(*y_hat.shape[1:3])
-        inputs = stage_network_inputs(plan, self.context_kernel, stage, y_hat, hyper)
+        kernels = self.context_kernel if stage_kernel is None else stage_kernel
+        inputs = stage_network_inputs(plan, kernels, stage, y_hat, hyper)
         return self.entropy_parameters(inputs)
+
+    def stage_kernels(self, latent_h: int, latent_w: int) -> list[jax.Array]:
+        """Each stage's (k, k, M, 2M) context weights (zeros where it has none)."""
+        plan = self.plan(latent_h, latent_w)
+        if plan.num_weight_sets == 0:
+            return [jnp.zeros(self.context_kernel.shape[1:])] * plan.num_stages
+        return [self.context_kernel[int(i)] for i in plan.weight_index]
 
     def all_stages(self, y_hat: jax.Array, hyper: jax.Array) -> jax.Array:
         """Raw entropy parameters of every latent element: (B, H, W, out).

@@ -27,7 +27,7 @@ def spec_id(spec):
     return spec if isinstance(spec, str) else "custom" + "".join(str(v) for r in spec for v in r)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _setup(spec_key):
     spec = spec_key if isinstance(spec_key, str) else [list(r) for r in spec_key]
     schedule = get_schedule(spec)
@@ -37,9 +37,7 @@ def _setup(spec_key):
     y = jnp.round(3 * jax.random.normal(k1, (2, *latent, M)))
     hyper = jax.random.normal(k2, (2, *latent, 2 * M))
     params = module.init(k3, y, hyper, method=MultistageContext.all_stages)
-    decode_stage = jax.jit(
-        lambda p, s, y, h: module.apply(p, s, y, h, method=MultistageContext.decode_stage)
-    )
+    decode_stage = jax.jit(lambda p, s, y, h: module.apply(p, s, y, h, method=MultistageContext.decode_stage))
     all_stages = jax.jit(lambda p, y, h: module.apply(p, y, h, method=MultistageContext.all_stages))
     plan = schedule.stage_plan(*latent)
     return schedule, module, params, y, hyper, decode_stage, all_stages, plan
@@ -81,7 +79,7 @@ def dense_reference(module, params, y, hyper, kernel_mask, weight_set):
 
 @pytest.mark.parametrize("spec", schedule_specs(), ids=spec_id)
 def test_stage_function_equals_dense_masked_convolution(spec):
-    schedule, module, params, y, hyper, decode_stage, all_stages, plan = setup_for(spec)
+    _schedule, module, params, y, hyper, decode_stage, all_stages, plan = setup_for(spec)
     full = all_stages(params, y, hyper)
     stage_by_stage = np.zeros(full.shape, np.float32)
     for s in range(plan.num_stages):
@@ -104,7 +102,7 @@ def test_stage_function_equals_dense_masked_convolution(spec):
 
 @pytest.mark.parametrize("spec", schedule_specs(), ids=spec_id)
 def test_causality(spec):
-    schedule, module, params, y, hyper, decode_stage, _, plan = setup_for(spec)
+    _schedule, _module, params, y, hyper, decode_stage, _, plan = setup_for(spec)
     stage_map = plan.stage_map
     rng = np.random.default_rng(1)
     for s in stages_to_check(plan):
@@ -158,7 +156,10 @@ def test_stage_cost_falls_as_inverse_patch_area(name, positions):
     params = module.init(jax.random.PRNGKey(0), y, hyper, method=MultistageContext.all_stages)
     stage = _flops(
         lambda p, s, y, h: module.apply(p, s, y, h, method=MultistageContext.decode_stage),
-        params, jnp.int32(1), y, hyper,
+        params,
+        jnp.int32(1),
+        y,
+        hyper,
     )
     kernel = params["params"]["context_kernel"][0]
     net = {"params": params["params"]["entropy_parameters"]}

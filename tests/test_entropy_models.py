@@ -80,7 +80,7 @@ def test_factorized_likelihood_sums_to_one_and_median():
 
 
 def test_factorized_far_tail_is_positive():
-    module, params = _trained_like_factorized()
+    _module, params = _trained_like_factorized()
     far = jnp.full((1, 4), 60.0)
     mass = factorized_likelihood(params["params"], far)
     assert np.all(np.asarray(mass) > 0) and np.all(np.asarray(mass) < 1e-3)

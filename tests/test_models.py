@@ -35,7 +35,7 @@ def mbt_mscm3x3():
 
 
 def test_odd_image_size_end_to_end(mbt_mscm3x3):
-    config, model, params = mbt_mscm3x3
+    _config, model, params = mbt_mscm3x3
     x = _image()
     (loss, train), grads = _loss_and_result(model)(params, x, jax.random.PRNGKey(1))
     assert train.x_hat.shape == x.shape
@@ -103,7 +103,9 @@ def test_rounding_y_minus_mean_is_decoder_consistent():
     context = params["params"]["context"]
     bias = context["entropy_parameters"]["dense2"]["bias"]
     context["context_kernel"] = context["context_kernel"] * 30.0
-    context["entropy_parameters"]["dense2"]["bias"] = bias + jax.random.normal(jax.random.PRNGKey(6), bias.shape)
+    context["entropy_parameters"]["dense2"]["bias"] = bias + jax.random.normal(
+        jax.random.PRNGKey(6), bias.shape
+    )
     x = _image(shape=(64, 64), batch=1, seed=5)
 
     def check(p, x):
@@ -151,11 +153,15 @@ def test_config_round_trip_and_unknown_keys():
 
 
 def test_cheng2020_shapes_and_bfloat16_transforms():
-    config = ModelConfig(transform="cheng2020-attn", N=8, M=8, schedule="checkerboard", compute_dtype="bfloat16")
+    config = ModelConfig(
+        transform="cheng2020-attn", N=8, M=8, schedule="checkerboard", compute_dtype="bfloat16"
+    )
     model = CompressionModel(config)
     x = _image(shape=(40, 70), batch=1)
     params = jax.jit(lambda k, x: model.init({"params": k, "noise": k}, x, "train"))(jax.random.PRNGKey(0), x)
-    result = jax.jit(lambda p, x: model.apply(p, x, "train", rngs={"noise": jax.random.PRNGKey(1)}))(params, x)
+    result = jax.jit(lambda p, x: model.apply(p, x, "train", rngs={"noise": jax.random.PRNGKey(1)}))(
+        params, x
+    )
     assert result.x_hat.shape == (1, 40, 70, 3) and result.x_hat.dtype == jnp.float32
     assert result.y_likelihoods.dtype == jnp.float32 and result.y_likelihoods.shape == (1, 4, 8, 8)
     assert np.isfinite(np.asarray(result.bpp)).all()

@@ -13,7 +13,9 @@ from mscm_jax.schedules import (
 def context_counts(schedule: Schedule) -> list[int]:
     """Context positions per stage, for patterns with one position per stage."""
     masks = schedule.context_kernel_mask()
-    return [int(masks[tuple(np.argwhere(schedule.pattern == s)[0])].sum()) for s in range(schedule.num_stages)]
+    return [
+        int(masks[tuple(np.argwhere(schedule.pattern == s)[0])].sum()) for s in range(schedule.num_stages)
+    ]
 
 
 def test_mask_counts_match_the_authors_2x2():

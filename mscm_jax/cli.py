@@ -1,0 +1,108 @@
+"""The `mscm-jax` command line: thin wrappers around the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from mscm_jax.schedules import BUILTIN_PATTERNS, ScheduleError, get_schedule
+
+
+class UsageError(Exception):
+    """A user mistake, reported as one line without a traceback."""
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    names = args.names or list(BUILTIN_PATTERNS)
+    schedules = [get_schedule(n) for n in names]
+    m = args.latent_channels
+    print(f"{'schedule':<16}{'patch':>7}{'stages':>8}{'anchors':>9}{'context params (M=' + str(m) + ')':>26}")
+    for s in schedules:
+        patch = "-" if s.is_serial else f"{s.patch_size}x{s.patch_size}"
+        stages = "H*W" if s.is_serial else str(s.num_stages)
+        anchors = "-" if s.is_serial else f"{s.anchor_fraction:.4f}"
+        params = s.num_context_weight_sets * s.kernel_size**2 * m * 2 * m
+        print(f"{s.name:<16}{patch:>7}{stages:>8}{anchors:>9}{params:>26,}")
+    if not args.no_draw:
+        for s in schedules:
+            print(f"\n{s.name}:")
+            print(s.draw())
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    import jax
+    import jax.numpy as jnp
+
+    from mscm_jax.data import load_image, to_float
+    from mscm_jax.models import Mode, ModelConfig, init_model
+
+    image = load_image(args.image)
+    x = jnp.asarray(to_float(image))[None]
+    print(
+        f"{args.image}: {image.shape[1]}x{image.shape[0]}; {args.transform}, N=M={args.channels}, "
+        f"K={args.mixtures}, randomly initialized (untrained) weights, seed {args.seed}"
+    )
+    print(f"{'schedule':<16}{'stages':>8}{'est. bpp':>10}{'y bpp':>9}{'z bpp':>9}{'time s':>8}")
+    for name in args.schedules:
+        config = ModelConfig(
+            transform=args.transform, N=args.channels, M=args.channels,
+            num_mixtures=args.mixtures, schedule=name,
+        )  # fmt: skip
+        model, params = init_model(config, jax.random.PRNGKey(args.seed))
+        start = time.perf_counter()
+        result = jax.jit(lambda p, x, model=model: model.apply(p, x, Mode.EVAL))(params, x)
+        bpp = float(result.bpp[0])
+        seconds = time.perf_counter() - start
+        pixels = image.shape[0] * image.shape[1]
+        z_bpp = float(result.z_bits[0]) / pixels
+        stages = result.bits_per_stage.shape[1]
+        print(f"{name:<16}{stages:>8}{bpp:>10.4f}{bpp - z_bpp:>9.4f}{z_bpp:>9.4f}{seconds:>8.1f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mscm-jax",
+        description="Learned image compression with multistage spatial context models (JAX/Flax).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("schedules", help="list the built-in decoding schedules and draw their patterns")
+    p.add_argument("names", nargs="*", help="schedule names or JSON patterns (default: all built-in)")
+    p.add_argument("--latent-channels", type=int, default=192, help="M for the parameter count")
+    p.add_argument("--no-draw", action="store_true", help="only the table")
+    p.set_defaults(func=cmd_schedules)
+
+    p = sub.add_parser(
+        "estimate", help="forward pass on one image: estimated bpp per schedule (untrained model)"
+    )
+    p.add_argument("--image", default="astronaut", help="a sample photo name or an image path")
+    p.add_argument(
+        "--schedules", nargs="+", default=["hyperprior", "checkerboard", "mscm2x2", "mscm4x4-paper"]
+    )
+    p.add_argument("--transform", default="mbt2018", choices=["mbt2018", "cheng2020-attn"])
+    p.add_argument("--channels", type=int, default=32, help="N = M")
+    p.add_argument("--mixtures", type=int, default=3, help="K")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_estimate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ScheduleError, ValueError, FileNotFoundError) as e:
+        print(f"mscm-jax {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

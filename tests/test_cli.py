@@ -1,0 +1,40 @@
+import subprocess
+import sys
+
+from mscm_jax.cli import main
+
+
+def test_schedules_lists_builtins_and_draws(capsys):
+    assert main(["schedules"]) == 0
+    out = capsys.readouterr().out
+    for name in ("hyperprior", "checkerboard", "mscm2x2", "mscm3x3", "mscm4x4", "mscm4x4-paper", "serial"):
+        assert name in out
+    assert "0.0625" in out  # 4x4 anchor fraction
+    assert "|  0 |  2 |  5 |  4 |" in out  # the authors' 4x4 order, drawn
+
+
+def test_schedules_accepts_custom_pattern(capsys):
+    assert main(["schedules", "[[0, 2], [3, 1]]", "--no-draw"]) == 0
+    assert "2x2" in capsys.readouterr().out
+
+
+def test_bad_pattern_is_one_clear_line(capsys):
+    assert main(["schedules", "[[0, 1], [3, 4]]"]) == 2
+    err = capsys.readouterr().err
+    assert "0..S-1" in err and "Traceback" not in err
+
+
+def test_estimate_on_a_sample_photo(capsys):
+    args = ["estimate", "--image", "chelsea", "--channels", "4", "--mixtures", "1", "--schedules", "mscm2x2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "mscm2x2" in out and "untrained" in out
+
+
+def test_console_entry_point_and_missing_file():
+    result = subprocess.run(
+        [sys.executable, "-m", "mscm_jax.cli", "estimate", "--image", "/no/such/image.png"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "no such image" in result.stderr and "Traceback" not in result.stderr
