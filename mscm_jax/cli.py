@@ -63,6 +63,38 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from mscm_jax.configs import load_config
+
+    if args.distributed:
+        import jax
+
+        # No arguments: auto-detected on Cloud TPU, Slurm and other supported clusters.
+        kwargs = {}
+        if args.coordinator:
+            kwargs = dict(
+                coordinator_address=args.coordinator,
+                num_processes=args.num_processes,
+                process_id=args.process_id,
+                initialization_timeout=args.init_timeout,
+            )
+        jax.distributed.initialize(**kwargs)
+    config = load_config(args.config, args.overrides)
+    from mscm_jax.train import train
+
+    summary = train(config, args.workdir, progress=not args.no_progress)
+    ev = summary.last_eval
+    print(
+        f"trained {summary.steps_run} steps in {summary.seconds:.1f} s "
+        f"({summary.steps_per_second:.2f} steps/s); "
+        f"input pipeline {summary.input_images_per_second:.0f} images/s; "
+        f"skipped non-finite steps: {summary.skipped_steps}"
+    )
+    if ev:
+        print(f"held-out: loss {ev['loss']:.4f}, bpp {ev['bpp']:.4f} (estimated), PSNR {ev['psnr']:.2f} dB")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mscm-jax",
@@ -88,15 +120,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixtures", type=int, default=3, help="K")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_estimate)
+
+    p = sub.add_parser(
+        "train",
+        help="train (or resume) a model from a launch config",
+        epilog="Override any config field with --config.SECTION.KEY=VALUE, e.g. --config.train.batch_size=8.",
+    )
+    p.add_argument(
+        "--config", required=True, help="launch file, PATH or PATH:ARG (e.g. launch/paper.py:mscm2x2,q3)"
+    )
+    p.add_argument("--workdir", required=True, help="run directory (local or gs://...); re-run to resume")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true", help="multi-host: call jax.distributed.initialize")
+    p.add_argument("--coordinator", default="", help="host:port of process 0 (default: auto-detect)")
+    p.add_argument("--num-processes", type=int, default=None)
+    p.add_argument("--process-id", type=int, default=None)
+    p.add_argument("--init-timeout", type=int, default=300, help="seconds to wait for all processes")
+    p.set_defaults(func=cmd_train)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    overrides = [a for a in unknown if a.startswith("--config.")]
+    rest = [a for a in unknown if not a.startswith("--config.")]
+    if rest or (overrides and args.command != "train"):
+        parser.error(f"unrecognized arguments: {' '.join(rest or overrides)}")
+    args.overrides = overrides
     try:
         return args.func(args)
-    except (UsageError, ScheduleError, ValueError, FileNotFoundError) as e:
+    except (UsageError, ScheduleError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"mscm-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

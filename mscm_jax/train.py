@@ -1,0 +1,426 @@
+"""Training: one readable loop over a jitted, data-parallel train step.
+
+Loss (MSE models, Minnen 2018 / Cheng 2020): `lambda * 255^2 * MSE + bpp`,
+with MSE on [0, 1] images and bpp the estimated bits per pixel.
+
+A workdir holds `config.json` (what the run trains), `checkpoints/` (Orbax:
+state and loader state, every `checkpoint_every` steps, the last
+`keep_checkpoints` kept), `metrics.jsonl` and TensorBoard events in `tb/`.
+Re-running the same command resumes from the latest checkpoint, exactly:
+batches are a pure function of (seed, step) and the noise key is folded
+from the step, so k steps + resume to 2k equals 2k steps straight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from etils import epath
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from mscm_jax.configs import ConfigError, model_config, param_groups, to_json, validate
+from mscm_jax.data import BatchLoader, centre_crop, open_sources, to_float
+from mscm_jax.models import CompressionModel, Mode, ModelConfig
+
+# Testing hook: simulate a pre-emption by SIGKILL right after the checkpoint
+# of this step is durably written.
+KILL_AFTER_SAVE_ENV = "MSCM_JAX_KILL_AFTER_SAVE_STEP"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. too many non-finite steps in a row)."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    ema_params: Any  # {} when the EMA is disabled.
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSummary:
+    """What `train` returns: the final state and the figures of the run."""
+
+    state: TrainState
+    steps_run: int
+    seconds: float
+    steps_per_second: float
+    last_train: dict
+    last_eval: dict
+    input_images_per_second: float
+    skipped_steps: int
+
+
+def make_optimizer(train_cfg: ml_collections.ConfigDict, params: Any) -> optax.GradientTransformation:
+    """Adam with piecewise-constant decay and global-norm clipping; frozen groups get no update."""
+    total = int(train_cfg.total_steps)
+    boundaries = {int(f * total): float(train_cfg.lr_decay) for f in train_cfg.lr_decay_at}
+    schedule = optax.piecewise_constant_schedule(float(train_cfg.learning_rate), boundaries)
+    tx = optax.chain(optax.clip_by_global_norm(float(train_cfg.grad_clip)), optax.adam(schedule))
+    frozen = param_groups(train_cfg.freeze)
+    if not frozen:
+        return tx
+    labels = {"params": {k: ("frozen" if k in frozen else "train") for k in params["params"]}}
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def rate_distortion_loss(result, x: jax.Array, lmbda: float) -> tuple[jax.Array, dict]:
+    mse = jnp.mean((result.x_hat - x) ** 2)
+    bpp = jnp.mean(result.bpp)
+    loss = lmbda * 255.0**2 * mse + bpp
+    return loss, {"loss": loss, "bpp": bpp, "mse": mse, "psnr": -10.0 * jnp.log10(mse)}
+
+
+def make_train_step(model: CompressionModel, tx: optax.GradientTransformation, train_cfg):
+    """The jitted-to-be step: accumulate over micro-batches, skip non-finite updates."""
+    lmbda = float(train_cfg.lmbda)
+    accum = int(train_cfg.grad_accum_steps)
+    ema_decay = float(train_cfg.ema_decay)
+
+    def micro_loss(params, x, key):
+        result = model.apply(params, x, Mode.TRAIN, rngs={"noise": key})
+        return rate_distortion_loss(result, x, lmbda)
+
+    def step(state: TrainState, batch: jax.Array, base_key: jax.Array):
+        key = jax.random.fold_in(base_key, state.step)
+        # Micro-batch i takes every accum-th example, so each is spread over all devices.
+        micro = batch.reshape(batch.shape[0] // accum, accum, *batch.shape[1:]).swapaxes(0, 1)
+        keys = jax.random.split(key, accum)
+
+        def accumulate(carry, xs):
+            grads_sum, metrics_sum = carry
+            (_, metrics), grads = jax.value_and_grad(micro_loss, has_aux=True)(state.params, *xs)
+            add = lambda a, b: a + b  # noqa: E731
+            return (jax.tree.map(add, grads_sum, grads), jax.tree.map(add, metrics_sum, metrics)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        metric_zeros = {k: jnp.zeros(()) for k in ("loss", "bpp", "mse", "psnr")}
+        (grads, metrics), _ = jax.lax.scan(accumulate, (zeros, metric_zeros), (micro, keys))
+        grads = jax.tree.map(lambda g: g / accum, grads)
+        metrics = {k: v / accum for k, v in metrics.items()}
+
+        finite = jnp.isfinite(metrics["loss"]) & jnp.all(
+            jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema = state.ema_params
+        if ema_decay > 0:
+            ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, params)
+        candidate = TrainState(state.step + 1, params, opt_state, ema)
+        # A non-finite step is not applied; the step counter (and so the data
+        # order) still advances.
+        kept = TrainState(state.step + 1, state.params, state.opt_state, state.ema_params)
+        new_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), candidate, kept)
+        metrics["finite"] = finite
+        metrics["grad_norm"] = optax.global_norm(grads)
+        return new_state, metrics
+
+    return step
+
+
+def make_eval_step(model: CompressionModel, lmbda: float):
+    def evaluate(params, batch):
+        result = model.apply(params, batch, Mode.EVAL)
+        _, metrics = rate_distortion_loss(result, batch, lmbda)
+        per_image_mse = jnp.mean((jnp.clip(result.x_hat, 0, 1) - batch) ** 2, axis=(1, 2, 3))
+        metrics["psnr"] = jnp.mean(-10.0 * jnp.log10(per_image_mse))
+        return metrics
+
+    return evaluate
+
+
+def init_state(
+    model: CompressionModel, train_cfg, key: jax.Array, crop: int
+) -> tuple[TrainState, optax.GradientTransformation]:
+    x = jnp.zeros((1, crop, crop, 3), jnp.float32)
+    params = jax.jit(lambda k: model.init({"params": k, "noise": k}, x, Mode.TRAIN))(key)
+    tx = make_optimizer(train_cfg, params)
+    ema = params if train_cfg.ema_decay > 0 else {}
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), ema), tx
+
+
+# --------------------------------------------------------------------------
+# Checkpoints and workdirs.
+# --------------------------------------------------------------------------
+
+
+def checkpoint_manager(workdir: epath.Path, keep: int) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, cleanup_tmp_directories=True, enable_async_checkpointing=True
+    )
+    return ocp.CheckpointManager(workdir / "checkpoints", options=options)
+
+
+def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, loader_state: dict) -> None:
+    leaves = jax.tree.leaves((state.params, state.ema_params))
+    if not all(bool(jnp.all(jnp.isfinite(x))) for x in leaves):
+        raise TrainingError(f"refusing to checkpoint non-finite parameters at step {int(state.step)}")
+    manager.save(
+        int(state.step),
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), loader=ocp.args.JsonSave(loader_state)),
+    )
+
+
+def restore_checkpoint(manager: ocp.CheckpointManager, target: TrainState) -> tuple[TrainState, dict] | None:
+    step = manager.latest_step()
+    if step is None:
+        return None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), loader=ocp.args.JsonRestore()),
+    )
+    return restored["state"], restored["loader"]
+
+
+def load_workdir_params(workdir: str | epath.Path, prefer_ema: bool = True) -> tuple[ModelConfig, Any, int]:
+    """(model config, parameters, step) of a workdir's latest checkpoint."""
+    workdir = epath.Path(workdir)
+    config_file = workdir / "config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{workdir} is not a training workdir (no config.json)")
+    config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
+    manager = ocp.CheckpointManager(
+        workdir / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True)
+    )
+    step = manager.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"{workdir} has no finished checkpoint")
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    params = restored["ema_params"] if prefer_ema and restored.get("ema_params") else restored["params"]
+    return model_config(config), jax.tree.map(jnp.asarray, params), step
+
+
+def _take_groups(params: Any, source: Any, groups: set[str], origin: str) -> Any:
+    """`params` with the top-level groups `groups` copied from `source`; shapes must match."""
+    out = dict(params["params"])
+    mismatches = []
+    for key in sorted(groups):
+        if key not in source["params"]:
+            mismatches.append(f"{key}: missing in {origin}")
+            continue
+        want = jax.tree.map(jnp.shape, params["params"][key])
+        have = jax.tree.map(jnp.shape, source["params"][key])
+        if want != have:
+            mismatches.append(f"{key}: shapes differ")
+            continue
+        out[key] = source["params"][key]
+    if mismatches:
+        raise ConfigError(f"init_from {origin}: cannot take {'; '.join(mismatches[:5])}")
+    return {"params": out}
+
+
+def prepare_workdir(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
+    """Writes config.json; refuses to resume a workdir that trains another model."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_file = workdir / "config.json"
+    if config_file.exists():
+        saved = json.loads(config_file.read_text())
+        if saved.get("model") != json.loads(to_json(config))["model"]:
+            raise ConfigError(
+                f"{workdir} holds a run of another model ({saved.get('model')}); use a new workdir"
+            )
+    if jax.process_index() == 0:
+        config_file.write_text(to_json(config))
+
+
+class MetricsWriter:
+    """Appends to metrics.jsonl and writes TensorBoard events (no TensorFlow needed)."""
+
+    def __init__(self, workdir: epath.Path):
+        self.enabled = jax.process_index() == 0
+        self.path = workdir / "metrics.jsonl"
+        self._tb = None
+        if self.enabled:
+            try:
+                from tensorboardX import SummaryWriter
+
+                self._tb = SummaryWriter(str(workdir / "tb"))
+            except ImportError:
+                self._tb = None
+
+    def write(self, step: int, split: str, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, "split": split, **{k: float(v) for k, v in metrics.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            for k, v in metrics.items():
+                self._tb.add_scalar(f"{split}/{k}", float(v), step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+# --------------------------------------------------------------------------
+# The loop.
+# --------------------------------------------------------------------------
+
+
+def _eval_batch(source, crop: int, limit: int) -> np.ndarray:
+    count = min(len(source), limit)
+    images = [to_float(centre_crop(source.load(i), crop)) for i in range(count)]
+    if crop <= 0 and len({im.shape for im in images}) > 1:
+        raise ConfigError("config.data.eval_crop = 0 needs eval images of one size")
+    return np.stack(images)
+
+
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str | epath.Path,
+    batches: Iterator[tuple[int, np.ndarray]] | None = None,
+    progress: bool = True,
+) -> TrainSummary:
+    """Trains (or resumes) the run of `config` in `workdir`.
+
+    `batches`, if given, replaces the data loader (tests feed crafted batches).
+    """
+    from tqdm import tqdm
+
+    validate(config)
+    workdir = epath.Path(workdir)
+    t_cfg, d_cfg = config.train, config.data
+    prepare_workdir(workdir, config)
+    model = CompressionModel(model_config(config))
+
+    devices = np.asarray(jax.devices())
+    if t_cfg.batch_size % len(devices):
+        raise ConfigError(f"batch size {t_cfg.batch_size} is not divisible by {len(devices)} devices")
+    mesh = Mesh(devices, ("data",))
+    replicated = NamedSharding(mesh, P())
+    data_sharding = NamedSharding(mesh, P("data"))
+
+    key = jax.random.PRNGKey(t_cfg.seed)
+    init_key, noise_key = jax.random.split(key)
+    state, tx = init_state(model, t_cfg, init_key, d_cfg.crop)
+    manager = checkpoint_manager(workdir, t_cfg.keep_checkpoints)
+    restored = restore_checkpoint(manager, state)
+    if restored is not None:
+        state, loader_state = restored
+        if loader_state.get("seed") != t_cfg.seed:
+            raise ConfigError(f"{workdir} was trained with seed {loader_state.get('seed')}, not {t_cfg.seed}")
+        print(f"resuming from step {int(state.step)} in {workdir}", file=sys.stderr)
+    elif t_cfg.init_from:
+        _, source_params, source_step = load_workdir_params(t_cfg.init_from)
+        groups = param_groups(t_cfg.init_from_groups) or set(state.params["params"])
+        params = _take_groups(state.params, source_params, groups, f"{t_cfg.init_from} (step {source_step})")
+        state = TrainState(state.step, params, tx.init(params), params if t_cfg.ema_decay > 0 else {})
+        print(f"initialized {sorted(groups)} from {t_cfg.init_from} step {source_step}", file=sys.stderr)
+    state = jax.device_put(state, replicated)
+    start_step = int(state.step)
+
+    step_fn = jax.jit(
+        make_train_step(model, tx, t_cfg),
+        in_shardings=(replicated, data_sharding, replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+    eval_fn = jax.jit(make_eval_step(model, t_cfg.lmbda))
+
+    train_source, eval_source = open_sources(
+        d_cfg.source, d_cfg.eval_source, tuple(d_cfg.eval_scenes), d_cfg.include_textures,
+        d_cfg.tfds_split, d_cfg.tfds_eval_split,
+    )  # fmt: skip
+    eval_images = jax.device_put(_eval_batch(eval_source, d_cfg.eval_crop, d_cfg.max_eval_images), replicated)
+    loader = BatchLoader(
+        train_source, t_cfg.batch_size, d_cfg.crop, t_cfg.seed,
+        jax.process_index(), jax.process_count(), d_cfg.workers, d_cfg.prefetch,
+    )  # fmt: skip
+    if batches is None:
+        batches = loader.iterate(start_step, t_cfg.total_steps)
+    writer = MetricsWriter(workdir)
+
+    stop = {"signal": None}
+    previous = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
+    kill_after = int(os.environ.get(KILL_AFTER_SAVE_ENV, "-1"))
+    nonfinite_in_row = skipped = 0
+    last_train: dict = {}
+    last_eval: dict = {}
+    started = time.perf_counter()
+    bar = tqdm(total=t_cfg.total_steps, initial=start_step, disable=not progress or jax.process_index() != 0,
+               unit="step", dynamic_ncols=True)  # fmt: skip
+
+    def evaluate(step: int) -> dict:
+        params = state.ema_params if t_cfg.ema_decay > 0 else state.params
+        metrics = {k: float(v) for k, v in eval_fn(params, eval_images).items()}
+        writer.write(step, "eval", metrics)
+        return metrics
+
+    def checkpoint(step_state: TrainState) -> None:
+        save_checkpoint(manager, step_state, {"seed": t_cfg.seed, "next_step": int(step_state.step)})
+
+    steps_run = 0
+    try:
+        for step, batch in batches:
+            global_batch = jax.make_array_from_process_local_data(data_sharding, batch)
+            state, metrics = step_fn(state, global_batch, noise_key)
+            done = step + 1
+            if not bool(metrics["finite"]):
+                nonfinite_in_row += 1
+                skipped += 1
+                writer.write(done, "train", {"nonfinite_skipped": skipped})
+                if nonfinite_in_row >= t_cfg.max_nonfinite_in_row:
+                    raise TrainingError(
+                        f"{nonfinite_in_row} non-finite steps in a row (last at step {done}); "
+                        f"stopping without applying them. The latest checkpoint holds the last finite "
+                        f"state; try a lower learning rate or more gradient clipping"
+                    )
+            else:
+                nonfinite_in_row = 0
+            bar.update(1)
+            if done % t_cfg.log_every == 0 or done == t_cfg.total_steps:
+                last_train = {k: float(v) for k, v in metrics.items() if k != "finite"}
+                last_train["steps_per_second"] = (done - start_step) / (time.perf_counter() - started)
+                writer.write(done, "train", last_train)
+                bar.set_postfix(loss=f"{last_train['loss']:.3f}", bpp=f"{last_train['bpp']:.3f}",
+                                psnr=f"{last_train['psnr']:.2f}", refresh=False)  # fmt: skip
+            if done % t_cfg.eval_every == 0 or done == t_cfg.total_steps:
+                last_eval = evaluate(done)
+            if done % t_cfg.checkpoint_every == 0 or done == t_cfg.total_steps or stop["signal"]:
+                checkpoint(state)
+                if done == kill_after:
+                    manager.wait_until_finished()
+                    os.kill(os.getpid(), signal.SIGKILL)
+            steps_run += 1
+            if stop["signal"]:
+                manager.wait_until_finished()
+                print(f"\nstopped by signal {stop['signal']} at step {done}; checkpoint saved, "
+                      f"re-run the same command to resume", file=sys.stderr)  # fmt: skip
+                raise SystemExit(128 + stop["signal"])
+    finally:
+        bar.close()
+        manager.wait_until_finished()
+        manager.close()
+        writer.close()
+        signal.signal(signal.SIGTERM, previous)
+    seconds = time.perf_counter() - started
+    return TrainSummary(
+        state=state,
+        steps_run=steps_run,
+        seconds=seconds,
+        steps_per_second=steps_run / seconds if seconds > 0 else float("nan"),
+        last_train=last_train,
+        last_eval=last_eval,
+        input_images_per_second=loader.images_per_second,
+        skipped_steps=skipped,
+    )
