@@ -78,6 +78,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 process_id=args.process_id,
                 initialization_timeout=args.init_timeout,
             )
+        # CPU processes need a collectives backend to talk to each other.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(**kwargs)
     config = load_config(args.config, args.overrides)
     from mscm_jax.train import train
@@ -89,6 +91,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"({summary.steps_per_second:.2f} steps/s); "
         f"input pipeline {summary.input_images_per_second:.0f} images/s; "
         f"skipped non-finite steps: {summary.skipped_steps}"
+    )
+    print(
+        f"process {summary.process_index}/{summary.process_count}: parameters sha256 "
+        f"{summary.params_sha256[:16]}"
     )
     if ev:
         print(f"held-out: loss {ev['loss']:.4f}, bpp {ev['bpp']:.4f} (estimated), PSNR {ev['psnr']:.2f} dB")

@@ -118,6 +118,15 @@ class SampleSource(ImageSource):
         return self._images[index]
 
 
+def _walk(root: epath.Path):
+    """Every file under root, recursively (`rglob` is not offered for remote paths)."""
+    for entry in root.iterdir():
+        if entry.is_dir():
+            yield from _walk(entry)
+        else:
+            yield entry
+
+
 class FolderSource(ImageSource):
     """Every PNG/JPEG under a directory, recursively (local or remote path).
 
@@ -130,7 +139,7 @@ class FolderSource(ImageSource):
         if paths is None:
             if not self.root.is_dir():
                 raise FileNotFoundError(f"image folder not found: {root}")
-            paths = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            paths = sorted(p for p in _walk(self.root) if p.suffix.lower() in IMAGE_SUFFIXES)
             readable = []
             for p in paths:
                 try:

@@ -14,6 +14,7 @@ from the step, so k steps + resume to 2k equals 2k steps straight.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -66,6 +67,9 @@ class TrainSummary:
     last_eval: dict
     input_images_per_second: float
     skipped_steps: int
+    params_sha256: str
+    process_index: int
+    process_count: int
 
 
 def make_optimizer(train_cfg: ml_collections.ConfigDict, params: Any) -> optax.GradientTransformation:
@@ -130,7 +134,7 @@ def make_train_step(model: CompressionModel, tx: optax.GradientTransformation, t
         kept = TrainState(state.step + 1, state.params, state.opt_state, state.ema_params)
         new_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), candidate, kept)
         metrics["finite"] = finite
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))
         return new_state, metrics
 
     return step
@@ -153,7 +157,8 @@ def init_state(
     x = jnp.zeros((1, crop, crop, 3), jnp.float32)
     params = jax.jit(lambda k: model.init({"params": k, "noise": k}, x, Mode.TRAIN))(key)
     tx = make_optimizer(train_cfg, params)
-    ema = params if train_cfg.ema_decay > 0 else {}
+    # A copy: the EMA must not share (donated) buffers with the parameters.
+    ema = jax.tree.map(jnp.copy, params) if train_cfg.ema_decay > 0 else {}
     return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), ema), tx
 
 
@@ -198,13 +203,22 @@ def load_workdir_params(workdir: str | epath.Path, prefer_ema: bool = True) -> t
     if not config_file.exists():
         raise FileNotFoundError(f"{workdir} is not a training workdir (no config.json)")
     config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
-    manager = ocp.CheckpointManager(
-        workdir / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True)
-    )
+    handlers = {"state": ocp.StandardCheckpointHandler(), "loader": ocp.JsonCheckpointHandler()}
+    options = ocp.CheckpointManagerOptions(read_only=True)
+    manager = ocp.CheckpointManager(workdir / "checkpoints", options=options, item_handlers=handlers)
     step = manager.latest_step()
     if step is None:
         raise FileNotFoundError(f"{workdir} has no finished checkpoint")
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    # Restore onto one local device, whatever device layout wrote the checkpoint.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    is_array = lambda x: hasattr(x, "shape")  # noqa: E731
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        manager.item_metadata(step)["state"],
+        is_leaf=is_array,
+    )
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+    manager.close()
     params = restored["ema_params"] if prefer_ema and restored.get("ema_params") else restored["params"]
     return model_config(config), jax.tree.map(jnp.asarray, params), step
 
@@ -231,6 +245,8 @@ def _take_groups(params: Any, source: Any, groups: set[str], origin: str) -> Any
 def prepare_workdir(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
     """Writes config.json; refuses to resume a workdir that trains another model."""
     workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() != 0:
+        return
     config_file = workdir / "config.json"
     if config_file.exists():
         saved = json.loads(config_file.read_text())
@@ -238,8 +254,7 @@ def prepare_workdir(workdir: epath.Path, config: ml_collections.ConfigDict) -> N
             raise ConfigError(
                 f"{workdir} holds a run of another model ({saved.get('model')}); use a new workdir"
             )
-    if jax.process_index() == 0:
-        config_file.write_text(to_json(config))
+    config_file.write_text(to_json(config))
 
 
 class MetricsWriter:
@@ -324,7 +339,8 @@ def train(
         _, source_params, source_step = load_workdir_params(t_cfg.init_from)
         groups = param_groups(t_cfg.init_from_groups) or set(state.params["params"])
         params = _take_groups(state.params, source_params, groups, f"{t_cfg.init_from} (step {source_step})")
-        state = TrainState(state.step, params, tx.init(params), params if t_cfg.ema_decay > 0 else {})
+        ema = jax.tree.map(jnp.copy, params) if t_cfg.ema_decay > 0 else {}
+        state = TrainState(state.step, params, tx.init(params), ema)
         print(f"initialized {sorted(groups)} from {t_cfg.init_from} step {source_step}", file=sys.stderr)
     state = jax.device_put(state, replicated)
     start_step = int(state.step)
@@ -423,4 +439,17 @@ def train(
         last_eval=last_eval,
         input_images_per_second=loader.images_per_second,
         skipped_steps=skipped,
+        params_sha256=params_fingerprint(state.params),
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
     )
+
+
+def params_fingerprint(params: Any) -> str:
+    """sha256 of this process's copy of the (replicated) parameters, in tree order."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(params):
+        digest.update(
+            np.asarray(leaf.addressable_data(0) if hasattr(leaf, "addressable_data") else leaf).tobytes()
+        )
+    return digest.hexdigest()

@@ -1,0 +1,202 @@
+"""Training: outputs, non-finite steps, freezing, EMA, exact resume, multi-device."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mscm_jax.configs import load_config
+from mscm_jax.train import TrainingError, load_workdir_params, train
+
+TINY = str(Path(__file__).parent / "configs" / "tiny.py")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny(**overrides):
+    return load_config(TINY, [f"--config.{k}={v}" for k, v in overrides.items()])
+
+
+def run_cli(workdir, *args, env=None, timeout=300, wait=True):
+    cmd = [sys.executable, "-m", "mscm_jax.cli", "train", "--config", TINY, "--workdir", str(workdir),
+           "--no-progress", *args]  # fmt: skip
+    full_env = {**os.environ, **(env or {})}
+    if not wait:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO)
+
+
+def params_of(workdir):
+    return load_workdir_params(workdir, prefer_ema=False)
+
+
+def assert_trees_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_training_run_leaves_checkpoint_config_and_metrics(tmp_path):
+    summary = train(tiny(), tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert summary.steps_run == 4 and summary.skipped_steps == 0
+    assert json.loads((run / "config.json").read_text())["model"]["schedule"] == "mscm2x2"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in rows} == {"train", "eval"}
+    assert all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
+    assert {"bpp", "psnr", "loss", "steps_per_second"} <= set(rows[0])
+    assert list((run / "tb").iterdir()), "no TensorBoard events"
+    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4]
+    _, params, step = params_of(run)
+    assert step == 4
+    assert_trees_equal(params, summary.state.params)
+    # Re-running the same command resumes at the end: nothing left to do.
+    again = train(tiny(), run, progress=False)
+    assert again.steps_run == 0
+    assert_trees_equal(again.state.params, summary.state.params)
+
+
+def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
+    config = tiny(**{"train.max_nonfinite_in_row": 2, "train.total_steps": 6})
+    good = np.full((4, 32, 32, 3), 0.5, np.float32)
+    bad = np.full_like(good, np.nan)
+
+    def batches(kinds):
+        yield from ((i, bad if k == "bad" else good) for i, k in enumerate(kinds))
+
+    summary = train(config, tmp_path / "a", batches=batches(["bad", "good", "bad", "good"]), progress=False)
+    assert summary.skipped_steps == 2
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(summary.state.params))
+
+    with pytest.raises(TrainingError, match="2 non-finite steps in a row"):
+        train(config, tmp_path / "b", batches=batches(["good", "bad", "bad", "good"]), progress=False)
+    # The checkpoint at step 2 holds finite parameters only; none was written after.
+    _, params, step = params_of(tmp_path / "b")
+    assert step == 2 and all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+def test_freeze_ema_and_gradient_accumulation(tmp_path):
+    config = tiny(**{
+        "train.freeze": "analysis,synthesis", "train.ema_decay": 0.5,
+        "train.grad_accum_steps": 2, "train.total_steps": 2, "train.eval_every": 2,
+    })  # fmt: skip
+    summary = train(config, tmp_path / "frozen", progress=False)
+    # Same seed, same init: the frozen groups equal a fresh init's.
+    from mscm_jax.configs import model_config
+    from mscm_jax.models import CompressionModel
+    from mscm_jax.train import init_state
+
+    fresh, _ = init_state(CompressionModel(model_config(config)), config.train,
+                          jax.random.split(jax.random.PRNGKey(0))[0], 32)  # fmt: skip
+    params = summary.state.params["params"]
+    for group in ("g_a", "g_s"):
+        assert_trees_equal(params[group], fresh.params["params"][group])
+    changed = jax.tree.leaves(
+        jax.tree.map(lambda a, b: jnp.any(a != b), params["h_a"], fresh.params["params"]["h_a"])
+    )
+    assert any(bool(c) for c in changed)
+    ema = summary.state.ema_params["params"]["context"]["context_kernel"]
+    assert not np.array_equal(np.asarray(ema), np.asarray(params["context"]["context_kernel"]))
+    # The eval used the EMA weights and ran.
+    assert np.isfinite(summary.last_eval["bpp"])
+
+
+def test_bad_configs_are_clear(tmp_path):
+    from mscm_jax.configs import ConfigError
+
+    with pytest.raises(ConfigError, match="multiple of grad_accum_steps"):
+        tiny(**{"train.grad_accum_steps": 3})
+    with pytest.raises(ConfigError, match="unknown parameter group"):
+        tiny(**{"train.freeze": "decoder"})
+    result = run_cli(tmp_path / "x", "--config.train.batchsize=8", timeout=120)
+    assert result.returncode == 2 and "batch_size" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_resume_after_sigkill_is_exact(tmp_path):
+    """2k steps straight == k steps, SIGKILL, resume to 2k (bitwise, on CPU)."""
+    straight = run_cli(tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = run_cli(tmp_path / "resumed", env={"MSCM_JAX_KILL_AFTER_SAVE_STEP": "2"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert params_of(tmp_path / "resumed")[2] == 2
+    resumed = run_cli(tmp_path / "resumed")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from step 2" in resumed.stderr
+    _, a, _ = params_of(tmp_path / "straight")
+    _, b, step = params_of(tmp_path / "resumed")
+    assert step == 4
+    assert_trees_equal(a, b)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
+    workdir = tmp_path / "run"
+    proc = run_cli(workdir, "--config.train.total_steps=100000", "--config.train.checkpoint_every=100000",
+                   "--config.train.eval_every=100000", wait=False)  # fmt: skip
+    deadline = time.time() + 240
+    metrics = workdir / "metrics.jsonl"
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "checkpoint saved" in err
+    assert params_of(workdir)[2] >= 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_four_devices_match_one_device(tmp_path):
+    one = run_cli(tmp_path / "one", "--config.train.total_steps=2")
+    four = run_cli(tmp_path / "four", "--config.train.total_steps=2",
+                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})  # fmt: skip
+    assert one.returncode == 0 and four.returncode == 0, (one.stderr[-1500:], four.stderr[-1500:])
+    _, a, _ = params_of(tmp_path / "one")
+    _, b, _ = params_of(tmp_path / "four")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+
+
+def test_two_process_distributed_training(tmp_path):
+    """Two processes on localhost (CPU collectives), one shared workdir, as on a pod."""
+    port = _free_port()
+    procs = [
+        run_cli(
+            tmp_path / "shared",
+            "--distributed",
+            "--coordinator",
+            f"localhost:{port}",
+            "--num-processes",
+            "2",
+            "--process-id",
+            str(i),
+            "--init-timeout",
+            "60",
+            "--config.train.total_steps=2",
+            wait=False,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    outputs = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            outputs.append((proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            proc.kill()
+    for rc, out, err in outputs:
+        assert rc == 0, err[-2000:]
+    fingerprints = [next(line for line in out.splitlines() if "sha256" in line) for _, out, _ in outputs]
+    assert "process 0/2" in fingerprints[0] and "process 1/2" in fingerprints[1]
+    assert fingerprints[0].split()[-1] == fingerprints[1].split()[-1]
