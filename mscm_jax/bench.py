@@ -1,6 +1,7 @@
 """Benchmarks that print figures (speed goals live here, not in tests).
 
     python -m mscm_jax.bench stages [--height 512 --width 768 --channels 192]
+    python -m mscm_jax.bench train-step [--schedules mscm4x4-paper checkerboard]
 
 `stages`: warm wall time of the entropy-parameter computation of *all* stages
 of a schedule (context + parameter network, one jitted call per stage, as the
@@ -77,6 +78,41 @@ def bench_stages(
     return rows
 
 
+def bench_train_step(transform: str, schedule: str, channels: int, batch: int, crop: int, steps: int) -> dict:
+    """Warm train-step time of one configuration, in this process."""
+    import resource
+
+    from mscm_jax.configs import base_config
+    from mscm_jax.models import CompressionModel, ModelConfig
+    from mscm_jax.train import init_state, make_train_step
+
+    config = base_config()
+    config.train.batch_size = batch
+    model = CompressionModel(ModelConfig(transform=transform, N=channels, M=channels, schedule=schedule))
+    state, tx = init_state(model, config.train, jax.random.PRNGKey(0), crop)
+    step = jax.jit(make_train_step(model, tx, config.train), donate_argnums=0)
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(batch, crop, crop, 3)), jnp.float32)
+    key = jax.random.PRNGKey(1)
+    start = time.perf_counter()
+    state, metrics = step(state, x, key)
+    jax.block_until_ready(metrics)
+    compile_and_first = time.perf_counter() - start
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, metrics = step(state, x, key)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    seconds = float(np.median(times))
+    return {
+        "schedule": schedule,
+        "step_s": seconds,
+        "images_per_s": batch / seconds,
+        "first_step_s": compile_and_first,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mscm_jax.bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="bench", required=True)
@@ -87,7 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels", type=int, default=192, help="M")
     p.add_argument("--mixtures", type=int, default=3, help="K")
     p.add_argument("--repeats", type=int, default=5)
+    p = sub.add_parser("train-step", help="train-step throughput and peak host memory per schedule")
+    p.add_argument("--schedules", nargs="+", default=["mscm4x4-paper", "checkerboard"])
+    p.add_argument("--transform", default="cheng2020-attn")
+    p.add_argument("--channels", type=int, default=192, help="N = M")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.bench == "train-step":
+        return _train_step_main(args)
 
     machine = platform.processor() or platform.machine()
     print(
@@ -109,3 +155,34 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _train_step_main(args: argparse.Namespace) -> int:
+    """Each schedule in its own process, so that peak memory is its own."""
+    import json
+    import subprocess
+    import sys
+
+    if args.in_process:
+        row = bench_train_step(
+            args.transform, args.schedules[0], args.channels, args.batch, args.crop, args.steps
+        )
+        print(json.dumps(row))
+        return 0
+    print(
+        f"# jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cpus); {args.transform}, "
+        f"N=M={args.channels}, batch {args.batch}, {args.crop}x{args.crop}, median of {args.steps} warm steps"
+    )
+    header = ("schedule", "step s", "images/s", "first step s", "peak RSS GiB")
+    print("{:<16}{:>9}{:>10}{:>14}{:>14}".format(*header))
+    for schedule in args.schedules:
+        cmd = [sys.executable, "-m", "mscm_jax.bench", "train-step", "--in-process", "--schedules", schedule,
+               "--transform", args.transform, "--channels", str(args.channels), "--batch", str(args.batch),
+               "--crop", str(args.crop), "--steps", str(args.steps)]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        print(
+            f"{r['schedule']:<16}{r['step_s']:>9.2f}{r['images_per_s']:>10.2f}"
+            f"{r['first_step_s']:>14.1f}{r['peak_rss_gib']:>14.2f}"
+        )
+    return 0

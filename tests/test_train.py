@@ -170,23 +170,9 @@ def test_four_devices_match_one_device(tmp_path):
 def test_two_process_distributed_training(tmp_path):
     """Two processes on localhost (CPU collectives), one shared workdir, as on a pod."""
     port = _free_port()
-    procs = [
-        run_cli(
-            tmp_path / "shared",
-            "--distributed",
-            "--coordinator",
-            f"localhost:{port}",
-            "--num-processes",
-            "2",
-            "--process-id",
-            str(i),
-            "--init-timeout",
-            "60",
-            "--config.train.total_steps=2",
-            wait=False,
-        )  # fmt: skip
-        for i in range(2)
-    ]
+    args = ["--distributed", "--coordinator", f"localhost:{port}", "--num-processes", "2",
+            "--init-timeout", "60", "--config.train.total_steps=2"]  # fmt: skip
+    procs = [run_cli(tmp_path / "shared", *args, "--process-id", str(i), wait=False) for i in range(2)]
     outputs = []
     try:
         for proc in procs:
@@ -195,7 +181,7 @@ def test_two_process_distributed_training(tmp_path):
     finally:
         for proc in procs:
             proc.kill()
-    for rc, out, err in outputs:
+    for rc, _, err in outputs:
         assert rc == 0, err[-2000:]
     fingerprints = [next(line for line in out.splitlines() if "sha256" in line) for _, out, _ in outputs]
     assert "process 0/2" in fingerprints[0] and "process 1/2" in fingerprints[1]
