@@ -153,10 +153,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def _train_step_main(args: argparse.Namespace) -> int:
     """Each schedule in its own process, so that peak memory is its own."""
     import json
@@ -186,3 +182,7 @@ def _train_step_main(args: argparse.Namespace) -> int:
             f"{r['first_step_s']:>14.1f}{r['peak_rss_gib']:>14.2f}"
         )
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

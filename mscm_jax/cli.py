@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 
 from mscm_jax.schedules import BUILTIN_PATTERNS, ScheduleError, get_schedule
@@ -35,31 +34,43 @@ def cmd_schedules(args: argparse.Namespace) -> int:
 def cmd_estimate(args: argparse.Namespace) -> int:
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     from mscm_jax.data import load_image, to_float
-    from mscm_jax.models import Mode, ModelConfig, init_model
+    from mscm_jax.models import CompressionModel, Mode, ModelConfig, init_model
 
     image = load_image(args.image)
     x = jnp.asarray(to_float(image))[None]
-    print(
-        f"{args.image}: {image.shape[1]}x{image.shape[0]}; {args.transform}, N=M={args.channels}, "
-        f"K={args.mixtures}, randomly initialized (untrained) weights, seed {args.seed}"
-    )
-    print(f"{'schedule':<16}{'stages':>8}{'est. bpp':>10}{'y bpp':>9}{'z bpp':>9}{'time s':>8}")
-    for name in args.schedules:
-        config = ModelConfig(
-            transform=args.transform, N=args.channels, M=args.channels,
-            num_mixtures=args.mixtures, schedule=name,
-        )  # fmt: skip
-        model, params = init_model(config, jax.random.PRNGKey(args.seed))
-        start = time.perf_counter()
+    pixels = image.shape[0] * image.shape[1]
+    if args.model:
+        from mscm_jax.train import load_workdir_params
+
+        config, params, step = load_workdir_params(args.model)
+        models = [(config.schedule, CompressionModel(config), params)]
+        origin = f"{args.model} (step {step}, {config.transform}, N={config.N}, M={config.M})"
+    else:
+        models = []
+        for name in args.schedules:
+            config = ModelConfig(
+                transform=args.transform, N=args.channels, M=args.channels,
+                num_mixtures=args.mixtures, schedule=name,
+            )  # fmt: skip
+            models.append((name, *init_model(config, jax.random.PRNGKey(args.seed))))
+        origin = (
+            f"{args.transform}, N=M={args.channels}, K={args.mixtures}, "
+            f"randomly initialized (untrained) weights, seed {args.seed}"
+        )
+    print(f"{args.image}: {image.shape[1]}x{image.shape[0]}; {origin}; estimated rates, no coding")
+    print(f"{'schedule':<16}{'stages':>8}{'bpp':>9}{'y bpp':>9}{'z bpp':>9}{'PSNR dB':>9}{'anchors %':>11}")
+    for name, model, params in models:
         result = jax.jit(lambda p, x, model=model: model.apply(p, x, Mode.EVAL))(params, x)
-        bpp = float(result.bpp[0])
-        seconds = time.perf_counter() - start
-        pixels = image.shape[0] * image.shape[1]
-        z_bpp = float(result.z_bits[0]) / pixels
-        stages = result.bits_per_stage.shape[1]
-        print(f"{name:<16}{stages:>8}{bpp:>10.4f}{bpp - z_bpp:>9.4f}{z_bpp:>9.4f}{seconds:>8.1f}")
+        bpp, z_bpp = float(result.bpp[0]), float(result.z_bits[0]) / pixels
+        mse = float(jnp.mean((jnp.clip(result.x_hat, 0, 1) - x) ** 2))
+        per_stage = np.asarray(result.bits_per_stage[0])
+        anchors = 100 * per_stage[0] / max(per_stage.sum(), 1e-9)
+        psnr = -10 * np.log10(mse)
+        row = (name, len(per_stage), bpp, bpp - z_bpp, z_bpp, psnr, anchors)
+        print("{:<16}{:>8}{:>9.4f}{:>9.4f}{:>9.4f}{:>9.2f}{:>11.1f}".format(*row))
     return 0
 
 
@@ -115,9 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_schedules)
 
     p = sub.add_parser(
-        "estimate", help="forward pass on one image: estimated bpp per schedule (untrained model)"
+        "estimate",
+        help="forward pass on one image: estimated bpp and PSNR, per schedule (untrained) or of a workdir",
     )
     p.add_argument("--image", default="astronaut", help="a sample photo name or an image path")
+    p.add_argument("--model", default="", help="a training workdir (default: fresh models per schedule)")
     p.add_argument(
         "--schedules", nargs="+", default=["hyperprior", "checkerboard", "mscm2x2", "mscm4x4-paper"]
     )

@@ -40,63 +40,57 @@ def cached_stage_plan(schedule: Schedule, latent_h: int, latent_w: int) -> Stage
 
 
 # --------------------------------------------------------------------------
-# Polyphase reads and writes at traced offsets.
+# Strided (polyphase) reads and writes at traced offsets.
 # --------------------------------------------------------------------------
 
 
-def _phase_layout(x: jax.Array, plan: StagePlan) -> jax.Array:
-    """(B, H, W, C) zero-padded at the bottom/right -> (B, Hq, n, Wq, n, C).
+def _stage_indices(plan: StagePlan, stage: jax.Array, offset: int = 0) -> tuple[jax.Array, jax.Array]:
+    """Latent rows (P, h) and columns (P, w) of stage `stage`'s elements, plus `offset`.
 
-    Latent row r lands at index r // n, phase r % n, so the elements
-    `row0 + n * u` (u < grid rows) are one strided slice; positions beyond the
-    latent (patch size not dividing it) read as zeros.
+    Element (u, v) of entry p sits at row `positions[p, 0] + n u`, column
+    `positions[p, 1] + n v`: one rule for reading taps, parameters and symbols.
     """
-    n = plan.stride
-    b, h, w, c = x.shape
-    rows = -(-(int(plan.positions[..., 0].max()) + n * (plan.grid[0] - 1) + 1) // n)
-    cols = -(-(int(plan.positions[..., 1].max()) + n * (plan.grid[1] - 1) + 1) // n)
-    rows, cols = max(rows, -(-h // n)), max(cols, -(-w // n))
-    x = jnp.pad(x, ((0, 0), (0, n * rows - h), (0, n * cols - w), (0, 0)))
-    return x.reshape(b, rows, n, cols, n, c)
+    positions = jnp.asarray(plan.positions)[stage]
+    (h, w), n = plan.grid, plan.stride
+    rows = positions[:, 0, None] + n * jnp.arange(h) + offset
+    cols = positions[:, 1, None] + n * jnp.arange(w) + offset
+    return rows, cols
 
 
-def _read(phases: jax.Array, plan: StagePlan, row0: jax.Array, col0: jax.Array) -> jax.Array:
-    """Elements (row0 + n u, col0 + n v) of a phase layout -> (B, h, w, C)."""
-    n = plan.stride
-    b, _, _, _, _, c = phases.shape
-    h, w = plan.grid
-    start = (0, row0 // n, row0 % n, col0 // n, col0 % n, 0)
-    return jax.lax.dynamic_slice(phases, start, (b, h, 1, w, 1, c)).reshape(b, h, w, c)
+def _pad_for_stages(x: jax.Array, plan: StagePlan, margin: int = 0) -> jax.Array:
+    """Zero-pads (B, H, W, C) by `margin` before and enough after for every stage's reads.
+
+    Zeros stand for what lies outside the image, and for the positions beyond
+    the latent when the patch size does not divide it.
+    """
+    (h, w), n, k = plan.grid, plan.stride, 2 * margin + 1
+    rows = int(plan.positions[..., 0].max()) + n * (h - 1) + k
+    cols = int(plan.positions[..., 1].max()) + n * (w - 1) + k
+    after_r = max(rows - x.shape[1] - margin, margin)
+    after_c = max(cols - x.shape[2] - margin, margin)
+    return jnp.pad(x, ((0, 0), (margin, after_r), (margin, after_c), (0, 0)))
 
 
 def read_stage(plan: StagePlan, x: jax.Array, stage: jax.Array) -> jax.Array:
     """The values of `x` (B, H, W, C) at stage `stage`'s elements: (P, B, h, w, C).
 
-    Entries beyond the latent or of padding positions (`plan.valid`) read zeros.
+    Entries beyond the latent read zeros; entries of padding positions
+    (`plan.valid` False) read something and must be ignored.
     """
-    phases = _phase_layout(x, plan)
-    positions = jnp.asarray(plan.positions)[stage]
-    return jnp.stack(
-        [_read(phases, plan, positions[p, 0], positions[p, 1]) for p in range(plan.max_positions)]
-    )
+    rows, cols = _stage_indices(plan, stage)
+    out = _pad_for_stages(x, plan)[:, rows[:, :, None], cols[:, None, :]]  # (B, P, h, w, C)
+    return jnp.moveaxis(out, 1, 0)
 
 
 def write_stage(plan: StagePlan, x: jax.Array, stage: jax.Array, values: jax.Array) -> jax.Array:
     """`x` (B, H, W, C) with stage `stage`'s elements replaced by `values` (P, B, h, w, C)."""
-    n = plan.stride
-    b, h_lat, w_lat, c = x.shape
-    phases = _phase_layout(x, plan)
-    positions = jnp.asarray(plan.positions)[stage]
+    rows, cols = _stage_indices(plan, stage)
     valid = jnp.asarray(plan.valid)[stage]
-    h, w = plan.grid
-    for p in range(plan.max_positions):
-        r, q = positions[p, 0], positions[p, 1]
-        start = (0, r // n, r % n, q // n, q % n, 0)
-        old = jax.lax.dynamic_slice(phases, start, (b, h, 1, w, 1, c))
-        new = jnp.where(valid[p], values[p].reshape(old.shape).astype(x.dtype), old)
-        phases = jax.lax.dynamic_update_slice(phases, new, start)
-    rows, cols = phases.shape[1] * n, phases.shape[3] * n
-    return phases.reshape(b, rows, cols, c)[:, :h_lat, :w_lat]
+    # Padding entries and elements beyond the latent are sent out of bounds and dropped.
+    far = x.shape[1] + x.shape[2] + plan.stride * (plan.grid[0] + plan.grid[1]) + 1
+    rows = jnp.where(valid[:, None], rows, far)
+    values = jnp.moveaxis(values, 0, 1).astype(x.dtype)  # (B, P, h, w, C)
+    return x.at[:, rows[:, :, None], cols[:, None, :]].set(values, mode="drop")
 
 
 def scatter_all_stages(plan: StagePlan, per_stage: jax.Array) -> jax.Array:
@@ -140,24 +134,17 @@ def stage_context(plan: StagePlan, kernel: jax.Array, stage: jax.Array, y_hat: j
     k, d = kernel.shape[0], kernel.shape[-1]
     half = k // 2
     b, m = y_hat.shape[0], y_hat.shape[-1]
-    (h, w), n, p_max = plan.grid, plan.stride, plan.max_positions
-    positions = jnp.asarray(plan.positions)[stage]  # (P, 2)
+    (h, w), p_max = plan.grid, plan.max_positions
     masks = jnp.asarray(plan.tap_mask)[stage]  # (P, k*k)
 
     def context(y_hat):
-        # Latent padded by `half` (zeros: outside the image and beyond the
-        # latent when the patch size does not divide it), so window tap
-        # (dy, dx) of element (u, v) is at padded row r0 + n u + dy.
-        rows_needed = int(plan.positions[..., 0].max()) + n * (h - 1) + k
-        cols_needed = int(plan.positions[..., 1].max()) + n * (w - 1) + k
-        pad_rows = max(rows_needed - y_hat.shape[1] - half, half)
-        pad_cols = max(cols_needed - y_hat.shape[2] - half, half)
-        padded = jnp.pad(y_hat, ((0, 0), (half, pad_rows), (half, pad_cols), (0, 0)))
-        offsets = jnp.arange(k)
-        rows = positions[:, 0, None, None] + n * jnp.arange(h)[None, :, None] + offsets  # (P, h, k)
-        cols = positions[:, 1, None, None] + n * jnp.arange(w)[None, :, None] + offsets  # (P, w, k)
+        # Window tap (dy, dx) of element (u, v) sits at padded row r0 + n u + dy.
+        padded = _pad_for_stages(y_hat, plan, half)
+        rows, cols = _stage_indices(plan, stage)
+        taps_r = rows[:, :, None] + jnp.arange(k)  # (P, h, k)
+        taps_c = cols[:, :, None] + jnp.arange(k)  # (P, w, k)
         # One gather of all taps of all the stage's elements: (B, P, h, w, k, k, M).
-        taps = padded[:, rows[:, :, None, :, None], cols[:, None, :, None, :]]
+        taps = padded[:, taps_r[:, :, None, :, None], taps_c[:, None, :, None, :]]
         taps = jnp.where(masks.reshape(1, p_max, 1, 1, k, k, 1), taps, 0.0)
         taps = taps.reshape(b, p_max, h, w, k * k * m)
         out = jnp.einsum("bphwi,id->pbhwd", taps, kernel.reshape(k * k * m, d).astype(taps.dtype))

@@ -28,7 +28,7 @@ def test_estimate_on_a_sample_photo(capsys):
     args = ["estimate", "--image", "chelsea", "--channels", "4", "--mixtures", "1", "--schedules", "mscm2x2"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "mscm2x2" in out and "untrained" in out
+    assert "mscm2x2" in out and "untrained" in out and "PSNR" in out
 
 
 def test_console_entry_point_and_missing_file():

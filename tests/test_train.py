@@ -43,8 +43,9 @@ def assert_trees_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_training_run_leaves_checkpoint_config_and_metrics(tmp_path):
-    summary = train(tiny(), tmp_path / "run", progress=False)
+def test_training_run_leaves_checkpoint_config_and_metrics(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative workdir, as in the README's command
+    summary = train(tiny(), "run", progress=False)
     run = tmp_path / "run"
     assert summary.steps_run == 4 and summary.skipped_steps == 0
     assert json.loads((run / "config.json").read_text())["model"]["schedule"] == "mscm2x2"
@@ -58,7 +59,7 @@ def test_training_run_leaves_checkpoint_config_and_metrics(tmp_path):
     assert step == 4
     assert_trees_equal(params, summary.state.params)
     # Re-running the same command resumes at the end: nothing left to do.
-    again = train(tiny(), run, progress=False)
+    again = train(tiny(), "run", progress=False)
     assert again.steps_run == 0
     assert_trees_equal(again.state.params, summary.state.params)
 
@@ -126,9 +127,13 @@ def test_resume_after_sigkill_is_exact(tmp_path):
     killed = run_cli(tmp_path / "resumed", env={"MSCM_JAX_KILL_AFTER_SAVE_STEP": "2"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert params_of(tmp_path / "resumed")[2] == 2
+    # What a kill in the middle of a save leaves behind: a temporary folder.
+    leftover = tmp_path / "resumed" / "checkpoints" / "3.orbax-checkpoint-tmp-1700000000"
+    leftover.mkdir()
     resumed = run_cli(tmp_path / "resumed")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from step 2" in resumed.stderr
+    assert not leftover.exists()
     _, a, _ = params_of(tmp_path / "straight")
     _, b, step = params_of(tmp_path / "resumed")
     assert step == 4
