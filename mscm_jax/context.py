@@ -75,11 +75,23 @@ def read_stage(plan: StagePlan, x: jax.Array, stage: jax.Array) -> jax.Array:
     """The values of `x` (B, H, W, C) at stage `stage`'s elements: (P, B, h, w, C).
 
     Entries beyond the latent read zeros; entries of padding positions
-    (`plan.valid` False) read something and must be ignored.
+    (`plan.valid` False) read something and must be ignored. Reads are strided
+    slices of a polyphase view (B, H/n, n, W/n, n, C) at a traced phase: on
+    CPU several times cheaper than a gather for the 2M hyper channels.
     """
-    rows, cols = _stage_indices(plan, stage)
-    out = _pad_for_stages(x, plan)[:, rows[:, :, None], cols[:, None, :]]  # (B, P, h, w, C)
-    return jnp.moveaxis(out, 1, 0)
+    n, (h, w) = plan.stride, plan.grid
+    padded = _pad_for_stages(x, plan)
+    b, rows, cols, c = padded.shape
+    extra_r, extra_c = -rows % n, -cols % n
+    padded = jnp.pad(padded, ((0, 0), (0, extra_r), (0, extra_c), (0, 0)))
+    phases = padded.reshape(b, (rows + extra_r) // n, n, (cols + extra_c) // n, n, c)
+    positions = jnp.asarray(plan.positions)[stage]
+    out = []
+    for p in range(plan.max_positions):
+        r0, c0 = positions[p, 0], positions[p, 1]
+        start = (0, r0 // n, r0 % n, c0 // n, c0 % n, 0)
+        out.append(jax.lax.dynamic_slice(phases, start, (b, h, 1, w, 1, c)).reshape(b, h, w, c))
+    return jnp.stack(out)
 
 
 def write_stage(plan: StagePlan, x: jax.Array, stage: jax.Array, values: jax.Array) -> jax.Array:
