@@ -176,9 +176,15 @@ class CompressionModel(nn.Module):
     def hyper_synthesis(self, z_hat: jax.Array) -> jax.Array:
         return self.h_s(z_hat).astype(jnp.float32)
 
-    def decode_stage(self, stage: jax.Array, y_hat: jax.Array, hyper: jax.Array) -> jax.Array:
-        """Raw entropy parameters of one stage's elements (P, B, h, w, out)."""
-        return self.context.decode_stage(stage, y_hat, hyper)
+    def decode_stage(
+        self, stage: jax.Array, y_hat: jax.Array, hyper: jax.Array, stage_kernel: jax.Array | None = None
+    ) -> jax.Array:
+        """Raw entropy parameters of one stage's elements (P, B, h, w, out).
+
+        `stage_kernel`: the stage's context weights, split once by the caller
+        (`MultistageContext.stage_kernels`) instead of sliced at every stage.
+        """
+        return self.context.decode_stage(stage, y_hat, hyper, stage_kernel)
 
     def synthesis(self, y_hat: jax.Array, image_shape: tuple[int, int]) -> jax.Array:
         x_hat = self.g_s(y_hat).astype(jnp.float32)
