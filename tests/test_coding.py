@@ -16,7 +16,7 @@ from mscm_jax.schedules import BUILTIN_PATTERNS
 IMAGE = to_float(load_sample("chelsea"))[:100, :140]  # odd size: a 2 x 3 z, a 8 x 12 latent
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def coder_for(schedule: str, mixtures: int = 3, rounding: str = "y"):
     config = ModelConfig(transform="mbt2018", N=8, M=8, num_mixtures=mixtures, schedule=schedule,
                          rounding=rounding)  # fmt: skip
