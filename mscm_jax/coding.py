@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import ndtr
 
-from mscm_jax.context import read_stage, write_stage
+from mscm_jax.context import cached_stage_plan, read_stage, write_stage
 from mscm_jax.entropy_models import GaussianMixtureConditional, factorized_likelihood
 from mscm_jax.models import CompressionModel, Rounding
 
@@ -161,29 +161,24 @@ class LatentCoder:
             )
         return self._kernels[(h, w)]
 
-    def _z_tables(self, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, int]:
-        """(N, R) pmf of z symbols low..high per channel (rows padded to a common R)."""
+    def _z_rows(self, low: np.ndarray, high: np.ndarray, positions: int) -> np.ndarray:
+        """(positions * N, R) pmf rows of z symbols low..high, in (h, w, channel) order.
+
+        One table per channel, rows padded to a common width R.
+        """
         width = int((high - low).max()) + 1
         offsets = np.arange(width)[:, None] + low[None, :]  # (R, N)
         values = jnp.asarray(offsets + self._median[None, :], jnp.float32)
         density = self.params["params"]["entropy_bottleneck"]
         pmf = np.asarray(_factorized_pmf(density, values), np.float64).T  # (N, R)
         pmf[offsets.T > high[:, None]] = 0.0
-        return pmf, width
-
-    def _stage_elements(self, plan, stage: int) -> np.ndarray:
-        """(P, h, w) mask of entries that are real latent positions."""
-        h, w = plan.grid
-        rows = plan.positions[stage, :, 0, None] + plan.stride * np.arange(h)
-        cols = plan.positions[stage, :, 1, None] + plan.stride * np.arange(w)
-        inside = (rows[:, :, None] < plan.latent_shape[0]) & (cols[:, None, :] < plan.latent_shape[1])
-        return inside & plan.valid[stage][:, None, None]
+        return np.broadcast_to(pmf[None], (positions, *pmf.shape)).reshape(-1, width)
 
     def _stage_tables(self, stage, y_hat, hyper, plan, kernels):
         means, scales, weights = self._stage_params(
             self.params, jnp.int32(stage), y_hat, hyper, kernels[stage]
         )
-        mask = self._stage_elements(plan, stage)  # (P, h, w)
+        mask = plan.element_mask(stage)  # (P, h, w)
         # (P, B=1, h, w, M, K) -> (E, K) in (P, h, w, M) order.
         pick = lambda a: np.asarray(a)[:, 0][mask].reshape(-1, a.shape[-1])  # noqa: E731
         means, scales, weights = _quantize_params(pick(means), pick(scales), pick(weights))
@@ -208,15 +203,14 @@ class LatentCoder:
         z = np.asarray(self._hyper_analysis(self.params, y))[0]
         z_sym = np.round(z - self._median).astype(np.int32)
         z_low, z_high = z_sym.min((0, 1)), z_sym.max((0, 1))
-        pmf, _ = self._z_tables(z_low, z_high)
         flat = z_sym.reshape(-1, z_sym.shape[-1])
-        z_rows = np.broadcast_to(pmf[None], (flat.shape[0], *pmf.shape)).reshape(-1, pmf.shape[1])
+        z_rows = self._z_rows(z_low, z_high, flat.shape[0])
         z_symbols = (flat - z_low[None, :]).reshape(-1)
         z_stream = StageStream(_range_encode(z_symbols, z_rows), 0, 0, _crc(z_symbols), z_symbols.size)
 
         z_hat = jnp.asarray((z_sym + self._median)[None], jnp.float32)
         hyper = self._hyper_synthesis(self.params, z_hat)
-        plan = _plan(self.model, y.shape[1:3])
+        plan = cached_stage_plan(self.model.config.schedule_obj, *y.shape[1:3])
         kernels = self._stage_kernels(*y.shape[1:3])
         y_hat = jnp.zeros_like(y)
         stages = []
@@ -238,16 +232,13 @@ class LatentCoder:
 
     def decode(self, code: CodedLatents) -> np.ndarray:
         """The y_hat (1, h, w, M) of a code; raises CodingError on any inconsistency."""
-        pmf, _ = self._z_tables(code.z_low, code.z_high)
-        n = len(code.z_low)
-        count = code.z_shape[0] * code.z_shape[1] * n
-        rows = np.broadcast_to(pmf[None], (count // n, *pmf.shape)).reshape(-1, pmf.shape[1])
+        rows = self._z_rows(code.z_low, code.z_high, code.z_shape[0] * code.z_shape[1])
         z_symbols = _range_decode(code.z_stream.data, rows, "z")
         _check(code.z_stream, z_symbols, "z")
         z_sym = z_symbols.reshape(code.z_shape) + code.z_low
         z_hat = jnp.asarray((z_sym + self._median)[None], jnp.float32)
         hyper = self._hyper_synthesis(self.params, z_hat)
-        plan = _plan(self.model, code.latent_shape)
+        plan = cached_stage_plan(self.model.config.schedule_obj, *code.latent_shape)
         kernels = self._stage_kernels(*code.latent_shape)
         y_hat = jnp.zeros((1, *code.latent_shape, self.model.config.M), jnp.float32)
         if len(code.stages) != plan.num_stages:
@@ -259,9 +250,3 @@ class LatentCoder:
             _check(stream, symbols, f"stage {s}")
             y_hat = self._place(plan, s, mask, (symbols + centre).astype(np.float32), y_hat)
         return np.asarray(y_hat)
-
-
-def _plan(model: CompressionModel, latent_shape):
-    from mscm_jax.context import cached_stage_plan
-
-    return cached_stage_plan(model.config.schedule_obj, *latent_shape)

@@ -44,16 +44,16 @@ def cached_stage_plan(schedule: Schedule, latent_h: int, latent_w: int) -> Stage
 # --------------------------------------------------------------------------
 
 
-def _stage_indices(plan: StagePlan, stage: jax.Array, offset: int = 0) -> tuple[jax.Array, jax.Array]:
-    """Latent rows (P, h) and columns (P, w) of stage `stage`'s elements, plus `offset`.
+def _stage_indices(plan: StagePlan, stage: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Latent rows (P, h) and columns (P, w) of stage `stage`'s elements.
 
     Element (u, v) of entry p sits at row `positions[p, 0] + n u`, column
     `positions[p, 1] + n v`: one rule for reading taps, parameters and symbols.
     """
     positions = jnp.asarray(plan.positions)[stage]
     (h, w), n = plan.grid, plan.stride
-    rows = positions[:, 0, None] + n * jnp.arange(h) + offset
-    cols = positions[:, 1, None] + n * jnp.arange(w) + offset
+    rows = positions[:, 0, None] + n * jnp.arange(h)
+    cols = positions[:, 1, None] + n * jnp.arange(w)
     return rows, cols
 
 

@@ -129,6 +129,18 @@ class StagePlan:
     def padded_shape(self) -> tuple[int, int]:
         return (self.stride * self.grid[0], self.stride * self.grid[1])
 
+    def element_mask(self, stage: int) -> np.ndarray:
+        """(P, h, w) which entries of stage `stage` are real latent elements.
+
+        False for padding entries (`valid`) and for elements beyond the latent
+        when the patch size does not divide it.
+        """
+        h, w = self.grid
+        rows = self.positions[stage, :, 0, None] + self.stride * np.arange(h)
+        cols = self.positions[stage, :, 1, None] + self.stride * np.arange(w)
+        inside = (rows[:, :, None] < self.latent_shape[0]) & (cols[:, None, :] < self.latent_shape[1])
+        return inside & self.valid[stage][:, None, None]
+
     @property
     def elements_per_stage(self) -> np.ndarray:
         """(S,) number of real latent positions decoded at each stage."""

@@ -152,9 +152,12 @@ def init_state(
     x = jnp.zeros((1, crop, crop, 3), jnp.float32)
     params = jax.jit(lambda k: model.init({"params": k, "noise": k}, x, Mode.TRAIN))(key)
     tx = make_optimizer(train_cfg, params)
-    # A copy: the EMA must not share (donated) buffers with the parameters.
-    ema = jax.tree.map(jnp.copy, params) if train_cfg.ema_decay > 0 else {}
-    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), ema), tx
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), initial_ema(params, train_cfg)), tx
+
+
+def initial_ema(params: Any, train_cfg) -> Any:
+    """The EMA's start: a copy (it must not share donated buffers with the params); {} if off."""
+    return jax.tree.map(jnp.copy, params) if train_cfg.ema_decay > 0 else {}
 
 
 # --------------------------------------------------------------------------
@@ -340,8 +343,7 @@ def train(
         _, source_params, source_step = load_workdir_params(t_cfg.init_from)
         groups = param_groups(t_cfg.init_from_groups) or set(state.params["params"])
         params = _take_groups(state.params, source_params, groups, f"{t_cfg.init_from} (step {source_step})")
-        ema = jax.tree.map(jnp.copy, params) if t_cfg.ema_decay > 0 else {}
-        state = TrainState(state.step, params, tx.init(params), ema)
+        state = TrainState(state.step, params, tx.init(params), initial_ema(params, t_cfg))
         print(f"initialized {sorted(groups)} from {t_cfg.init_from} step {source_step}", file=sys.stderr)
     state = jax.device_put(state, replicated)
     start_step = int(state.step)

@@ -94,6 +94,8 @@ def test_stage_plan_pads_latent_not_divisible_by_patch():
     plan = get_schedule("mscm3x3").stage_plan(32, 48)
     assert plan.grid == (11, 16) and plan.padded_shape == (33, 48)
     assert plan.elements_per_stage.sum() == 32 * 48
+    masks = [plan.element_mask(s) for s in range(plan.num_stages)]
+    assert [int(m.sum()) for m in masks] == plan.elements_per_stage.tolist()
     assert plan.stage_map.shape == (32, 48)
     # The 4-stage 4x4 pattern: several positions per stage, each with its own mask.
     plan = get_schedule([[0, 1, 0, 1], [2, 3, 2, 3], [0, 1, 0, 1], [2, 3, 2, 3]]).stage_plan(8, 8)
