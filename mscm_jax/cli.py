@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from mscm_jax.schedules import BUILTIN_PATTERNS, ScheduleError, get_schedule
 
@@ -112,6 +114,121 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_coding_line(name: str, nbytes: int, pixels: int, stream_bytes, timings) -> None:
+    bpp = 8 * nbytes / pixels
+    stages = timings.stages
+    stage_times = " ".join(f"{1e3 * t:.1f}" for t in stages) if len(stages) <= 16 else f"{len(stages)} stages"
+    print(
+        f"{name}: {nbytes} bytes, {bpp:.4f} bpp; y stream bits: {' '.join(str(8 * b) for b in stream_bytes)}"
+    )
+    print(
+        f"  time: analysis {1e3 * timings.analysis:.1f} ms, hyper {1e3 * timings.hyper:.1f} ms, "
+        f"stages {1e3 * sum(stages):.1f} ms [{stage_times}], synthesis {1e3 * timings.synthesis:.1f} ms; "
+        f"entropy coding {1e3 * timings.entropy_coding:.1f} ms; "
+        f"one-time JIT compilation {timings.compile:.2f} s"
+    )
+
+
+def _output_path(source: str, output: str, many: bool, suffix: str) -> Path:
+    stem = Path(source).stem if Path(source).suffix else Path(source).name
+    if not output:
+        return Path(stem + suffix)
+    out = Path(output)
+    if many or out.is_dir() or output.endswith(("/", os.sep)):
+        return out / (stem + suffix)
+    return out
+
+
+def _write_atomically(path: Path, write, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path} exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
+def _for_each(items, work) -> int:
+    """Runs work(item) for every item; an error on one is reported and the rest go on."""
+    failures = 0
+    for item in items:
+        try:
+            work(item)
+        except (UsageError, ValueError, FileNotFoundError, OSError) as e:
+            print(f"{item}: error: {e}", file=sys.stderr)
+            failures += 1
+    if failures:
+        print(f"{failures} of {len(items)} failed", file=sys.stderr)
+    return 2 if failures else 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    import warnings
+
+    from mscm_jax.codec import Codec, enable_compilation_cache
+    from mscm_jax.data import load_image
+
+    enable_compilation_cache()
+    codec = Codec.load(args.model)
+    print(f"model {args.model}: {codec.config.transform}, N={codec.config.N}, M={codec.config.M}, "
+          f"K={codec.config.num_mixtures}, schedule {codec.schedule.name}, "
+          f"fingerprint {codec.fingerprint[:16]}")  # fmt: skip
+
+    def compress_one(spec: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the codec reports conversions itself
+            image = load_image(spec)
+        out = _output_path(spec, args.output, len(args.images) > 1, ".mscm")
+        result = codec.compress(image)
+        _write_atomically(out, lambda p: p.write_bytes(result.data), args.overwrite)
+        for notice in result.notices:
+            print(f"{spec}: notice: {notice}")
+        _print_coding_line(f"{spec} -> {out}", len(result.data), result.height * result.width,
+                           result.stream_bytes, result.timings)  # fmt: skip
+        print(
+            f"  header {result.header_bytes} bytes, z {result.z_bytes} bytes, "
+            f"payload {result.payload_bpp:.4f} bpp"
+        )
+
+    return _for_each(args.images, compress_one)
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from mscm_jax.codec import Codec, enable_compilation_cache
+
+    enable_compilation_cache()
+    codec = Codec.load(args.model)
+
+    def decompress_one(path: str) -> None:
+        data = Path(path).read_bytes()
+        result = codec.decompress(data, max_pixels=args.max_pixels)
+        out = _output_path(path, args.output, len(args.files) > 1, ".png")
+        _write_atomically(out, lambda p: Image.fromarray(result.image).save(p, format="PNG"), args.overwrite)
+        height, width = result.image.shape[:2]
+        _print_coding_line(
+            f"{path} -> {out} ({width}x{height})", len(data), height * width, (), result.timings
+        )
+
+    return _for_each(args.files, decompress_one)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mscm_jax.codec import Codec
+
+    codec = Codec.load(args.workdir)
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    size = codec.export(out)
+    print(
+        f"exported {args.workdir} (step {codec.step}) -> {out}: {size} bytes, "
+        f"fingerprint {codec.fingerprint[:16]}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mscm-jax",
@@ -156,6 +273,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--process-id", type=int, default=None)
     p.add_argument("--init-timeout", type=int, default=300, help="seconds to wait for all processes")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("compress", help="code images into .mscm files")
+    p.add_argument("images", nargs="+", help="image files or sample photo names")
+    p.add_argument("--model", required=True, help="a training workdir or an exported .mscm-model file")
+    p.add_argument(
+        "-o", "--output", default="", help="output file (one image) or folder (default: ./NAME.mscm)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("decompress", help="decode .mscm files into PNG images")
+    p.add_argument("files", nargs="+", help=".mscm files")
+    p.add_argument("--model", required=True, help="the model that wrote them (workdir or .mscm-model)")
+    p.add_argument(
+        "-o", "--output", default="", help="output file (one input) or folder (default: ./NAME.png)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse files claiming larger images")
+    p.set_defaults(func=cmd_decompress)
+
+    p = sub.add_parser(
+        "export", help="write a training workdir's model as one self-contained .mscm-model file"
+    )
+    p.add_argument("workdir")
+    p.add_argument("-o", "--output", required=True, help="MODEL.mscm-model")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

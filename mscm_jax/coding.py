@@ -1,252 +1,260 @@
-"""Entropy coding of latents with constriction's range coder, stage by stage.
+"""Entropy coding of integer symbols with constriction's range coder.
 
-Work in progress toward the codec (issue 4): this module codes and decodes
-the latents of one image in memory; the file format, CLI and exported models
-come next.
+The pure coding layer under `codec.Codec`: it knows symbols, entropy-model
+parameters and streams, not networks.
 
-- z: symbols `round(z - median)` under the factorized density, one table per
-  channel over that channel's [min, max] of this image (stored), so any value
-  is encodable.
-- y: for each stage, the encoder and the decoder call the *same* jitted stage
-  function (`CompressionModel.decode_stage`) on identical inputs, so both see
-  the same floats; the per-element mixture parameters are quantized to a grid
-  (means and log-scales to 2^-10, weights to 2^-14) before tables are built,
-  so that a last-bit difference rarely changes a table. The support of each
-  stage is its symbols' [min, max] (stored), with the tails folded into the
-  end bins: no value is ever clipped.
-- Every stage is its own range-coded stream with a CRC32 of its symbols;
-  the decoder checks that each stream is consumed exactly and that the
-  checksum matches, so a divergence is an error, not a wrong image.
+- A symbol is an integer offset `q` from an element's centre. Each element's
+  table covers `-T..T`, T a power of two derived from its own (quantized)
+  parameters (`table_half_widths`); the two end bins also hold the tails'
+  mass and act as *escapes*: an element coded in an end bin is followed by its excess `|q| - T >= 0` (an
+  Elias-gamma-like code in the same stream), so every value is encodable and
+  nothing is ever clipped.
+- y tables: a mixture of K Gaussians per element (Lin et al. 2023, Eq. 3;
+  Cheng et al. 2020), integrated over unit bins in float64 and handed to
+  `Categorical(perfect=False)` in chunks of `CHUNK` elements (a 512x768
+  image's full table would take ~150 MB); with K = 1 constriction's own
+  `QuantizedGaussian` does it faster.
+- Before any table is built the parameters are quantized to a grid (means and
+  log-scales to 2^-10, weights to 2^-14): the encoder and the decoder compute
+  them with the same compiled function on the same inputs, so on one platform
+  they agree bit for bit; across platforms (another CPU instruction set,
+  another jaxlib) a last-bit difference in a parameter rarely moves it to
+  another grid point. Guaranteed: such a divergence is *detected* (each
+  stream stores a CRC32 of its decoded symbols, and a stream must be consumed
+  exactly), never a silently wrong image. Not guaranteed: that a file written
+  on one platform decodes on another.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import zlib
+from collections.abc import Iterator
 
 import constriction
-import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy.special import ndtr
 
-from mscm_jax.context import cached_stage_plan, read_stage, write_stage
-from mscm_jax.entropy_models import GaussianMixtureConditional, factorized_likelihood
-from mscm_jax.models import CompressionModel, Rounding
-
-# Entropy-model options the streams depend on; a file format records them.
+# The model options the streams depend on; the file header names them (coder id 1).
 CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
-PARAM_GRID = 2.0**-10
-WEIGHT_GRID = 2.0**-14
+UNIFORM = constriction.stream.model.Uniform()
+PARAM_GRID_EXPONENT = 10  # means and log-scales on a 2^-10 grid
+WEIGHT_GRID_EXPONENT = 14  # mixture weights on a 2^-14 grid
+MAX_HALF_WIDTH = 64  # largest T: tables of at most 129 bins
+TABLE_SCALES = 6.0  # tables reach this many scales beyond each component's mean
+CHUNK = 16384  # elements per block of explicit tables
+# Escapes: the excess e is coded as b = bit_length(e + 1) - 1 under p(b) ~ 2^-(b+1),
+# then the b low bits of e + 1 as two uniform symbols of at most 12 bits.
+MAX_ESCAPE_BITS = 24
+_LENGTH_PROBABILITIES = (0.5 ** np.arange(1, MAX_ESCAPE_BITS + 1)).astype(np.float32)
+LENGTH_MODEL = constriction.stream.model.Categorical(_LENGTH_PROBABILITIES, perfect=False)
 
 
 class CodingError(ValueError):
-    """A stream that does not decode to what was encoded."""
+    """A stream that does not decode to what was encoded, or a value that cannot be coded."""
 
 
 @dataclasses.dataclass(frozen=True)
-class StageStream:
-    data: bytes
-    low: int  # smallest symbol of the stage
-    high: int  # largest symbol of the stage
-    crc32: int  # of the stage's symbols (int32, little endian)
-    num_symbols: int
+class ElementModels:
+    """Quantized entropy parameters of E elements, relative to their centres.
 
-
-@dataclasses.dataclass(frozen=True)
-class CodedLatents:
-    """One image's coded latents: z stream, one stream per y stage, and shapes."""
-
-    image_shape: tuple[int, int]
-    latent_shape: tuple[int, int]
-    z_shape: tuple[int, int, int]
-    z_low: np.ndarray  # (N,) per-channel smallest z symbol
-    z_high: np.ndarray
-    z_stream: StageStream
-    stages: list[StageStream]
-
-    @property
-    def payload_bits(self) -> int:
-        return 8 * (len(self.z_stream.data) + sum(len(s.data) for s in self.stages))
-
-    @property
-    def bits_per_stage(self) -> list[int]:
-        return [8 * len(s.data) for s in self.stages]
-
-
-def _range_encode(symbols: np.ndarray, probabilities: np.ndarray) -> bytes:
-    """A range-coded stream; empty when the support is one value (nothing to code)."""
-    if probabilities.shape[-1] == 1:
-        return b""
-    encoder = constriction.stream.queue.RangeEncoder()
-    if symbols.size:
-        encoder.encode(symbols.astype(np.int32), CATEGORICAL, probabilities.astype(np.float32))
-    return encoder.get_compressed().tobytes()
-
-
-def _range_decode(data: bytes, probabilities: np.ndarray, what: str) -> np.ndarray:
-    if probabilities.shape[-1] == 1:  # a one-value support is known without bits.
-        if data:
-            raise CodingError(f"{what}: {len(data)} bytes where a one-value stage needs none")
-        return np.zeros(len(probabilities), np.int32)
-    if len(data) % 4:
-        raise CodingError(f"{what}: stream length {len(data)} is not a multiple of 4 bytes")
-    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, np.uint32).copy())
-    symbols = decoder.decode(CATEGORICAL, probabilities.astype(np.float32)) if len(probabilities) else []
-    if not decoder.maybe_exhausted():
-        raise CodingError(f"{what}: stream not consumed exactly (corrupt data or another model)")
-    return np.asarray(symbols, np.int32)
-
-
-def _crc(symbols: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(symbols, "<i4").tobytes())
-
-
-def _check(stream: StageStream, symbols: np.ndarray, what: str) -> None:
-    if symbols.size != stream.num_symbols or _crc(symbols) != stream.crc32:
-        raise CodingError(f"{what}: decoded symbols fail their checksum (encoder/decoder mismatch)")
-
-
-def mixture_pmf(values_low: int, values_high: int, means, scales, weights) -> np.ndarray:
-    """(E, R) probabilities of the integers low..high under per-element mixtures.
-
-    means/scales/weights: (E, K), already quantized. Tails beyond the range are
-    folded into the end bins, so each row sums to 1.
+    means, scales, weights: (E, K) float64; the table of element e is the
+    mixture's mass on the bins `q +- 1/2`, q = -T..T, with tails folded in.
     """
-    edges = np.arange(values_low, values_high, dtype=np.float64) + 0.5  # R - 1 inner edges
-    z = (edges[None, :, None] - means[:, None, :]) / scales[:, None, :]
-    cdf = np.einsum("erk,ek->er", ndtr(z), weights)
-    cdf = np.concatenate([np.zeros((len(means), 1)), cdf, np.ones((len(means), 1))], axis=1)
-    return np.maximum(np.diff(cdf, axis=1), 0.0)
+
+    means: np.ndarray
+    scales: np.ndarray
+    weights: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.means)
+
+    def take(self, index) -> ElementModels:
+        return ElementModels(self.means[index], self.scales[index], self.weights[index])
 
 
-def _quantize_params(means, scales, weights):
-    means = np.round(np.asarray(means, np.float64) / PARAM_GRID) * PARAM_GRID
-    scales = np.exp(np.round(np.log(np.asarray(scales, np.float64)) / PARAM_GRID) * PARAM_GRID)
-    weights = np.round(np.asarray(weights, np.float64) / WEIGHT_GRID) * WEIGHT_GRID
-    weights = np.maximum(weights, WEIGHT_GRID)
+def quantize_parameters(means, scales, weights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parameters snapped to the coding grid, so tiny float differences rarely matter."""
+    grid, weight_grid = 2.0**-PARAM_GRID_EXPONENT, 2.0**-WEIGHT_GRID_EXPONENT
+    means = np.round(np.asarray(means, np.float64) / grid) * grid
+    scales = np.exp(np.round(np.log(np.asarray(scales, np.float64)) / grid) * grid)
+    weights = np.round(np.asarray(weights, np.float64) / weight_grid) * weight_grid
+    weights = np.maximum(weights, weight_grid)
     return means, scales, weights / weights.sum(-1, keepdims=True)
 
 
-_factorized_pmf = jax.jit(factorized_likelihood)
+def mixture_pmf(half_width: int, models: ElementModels) -> np.ndarray:
+    """(E, 2T + 1) probabilities of q = -T..T; the end bins hold the tails."""
+    edges = np.arange(-half_width, half_width, dtype=np.float64) + 0.5  # 2T inner edges
+    z = (edges[None, :, None] - models.means[:, None, :]) / models.scales[:, None, :]
+    cdf = np.einsum("erk,ek->er", ndtr(z), models.weights)
+    ends = np.zeros((len(models), 1)), np.ones((len(models), 1))
+    return np.maximum(np.diff(np.concatenate([ends[0], cdf, ends[1]], axis=1), axis=1), 0.0)
 
 
-class LatentCoder:
-    """Codes the latents of one model; jitted functions are built once and reused."""
+def symbol_crc(symbols: np.ndarray, crc: int = 0) -> int:
+    """CRC32 of int32 little-endian symbols, chained over calls."""
+    return zlib.crc32(np.ascontiguousarray(symbols, "<i4").tobytes(), crc)
 
-    def __init__(self, model: CompressionModel, params):
-        self.model, self.params = model, params
-        self.rounding = Rounding(model.config.rounding)
-        self._analysis = jax.jit(lambda p, x: model.apply(p, x, method=CompressionModel.analysis))
-        self._hyper_analysis = jax.jit(lambda p, y: model.apply(p, y, method=CompressionModel.hyper_analysis))
-        self._hyper_synthesis = jax.jit(
-            lambda p, z: model.apply(p, z, method=CompressionModel.hyper_synthesis)
-        )
-        self._median = np.asarray(jax.jit(lambda p: model.apply(p, method=CompressionModel.z_median))(params))
 
-        conditional = GaussianMixtureConditional(model.config.num_mixtures)
+def table_half_widths(models: ElementModels) -> np.ndarray:
+    """(E,) each element's own T: a power of two covering every component's mean +- 6 scales.
 
-        def stage_params(p, stage, y_hat, hyper, kernel):
-            raw = model.apply(p, stage, y_hat, hyper, kernel, method=CompressionModel.decode_stage)
-            dist = conditional.split(raw)
-            return dist.means, dist.scales, dist.weights
+    A function of the quantized parameters only, so the decoder derives the
+    same widths; a narrow table (most channels of a trained model are nearly
+    deterministic) costs the coder little, and the rare value beyond it escapes.
+    """
+    reach = np.max(np.abs(models.means) + TABLE_SCALES * models.scales, axis=1)
+    exponent = np.ceil(np.log2(np.maximum(reach, 1.0)))
+    return (2 ** np.minimum(exponent, np.log2(MAX_HALF_WIDTH))).astype(np.int64)
 
-        self._stage_params = jax.jit(stage_params)
-        self._kernels: dict[tuple[int, int], list] = {}
 
-    def _stage_kernels(self, h: int, w: int):
-        if (h, w) not in self._kernels:
-            self._kernels[(h, w)] = self.model.apply(
-                self.params, h, w, method=lambda m, h, w: m.context.stage_kernels(h, w)
-            )
-        return self._kernels[(h, w)]
+# --------------------------------------------------------------------------
+# Tables: one block of elements at a time.
+# --------------------------------------------------------------------------
 
-    def _z_rows(self, low: np.ndarray, high: np.ndarray, positions: int) -> np.ndarray:
-        """(positions * N, R) pmf rows of z symbols low..high, in (h, w, channel) order.
 
-        One table per channel, rows padded to a common width R.
-        """
-        width = int((high - low).max()) + 1
-        offsets = np.arange(width)[:, None] + low[None, :]  # (R, N)
-        values = jnp.asarray(offsets + self._median[None, :], jnp.float32)
-        density = self.params["params"]["entropy_bottleneck"]
-        pmf = np.asarray(_factorized_pmf(density, values), np.float64).T  # (N, R)
-        pmf[offsets.T > high[:, None]] = 0.0
-        return np.broadcast_to(pmf[None], (positions, *pmf.shape)).reshape(-1, width)
-
-    def _stage_tables(self, stage, y_hat, hyper, plan, kernels):
-        means, scales, weights = self._stage_params(
-            self.params, jnp.int32(stage), y_hat, hyper, kernels[stage]
-        )
-        mask = plan.element_mask(stage)  # (P, h, w)
-        # (P, B=1, h, w, M, K) -> (E, K) in (P, h, w, M) order.
-        pick = lambda a: np.asarray(a)[:, 0][mask].reshape(-1, a.shape[-1])  # noqa: E731
-        means, scales, weights = _quantize_params(pick(means), pick(scales), pick(weights))
-        if self.rounding is Rounding.Y_MINUS_MEAN:
-            centre = np.sum(means * weights, -1, keepdims=True)
-            means = means - centre
+def _code_bins(coder, half_width: int, models: ElementModels, bins: np.ndarray | None) -> np.ndarray:
+    """Encodes (bins given) or decodes the bins 0..2T of `models`' elements."""
+    t = half_width
+    if not len(models):
+        return np.zeros(0, np.int32)
+    if models.means.shape[1] == 1:  # one Gaussian: constriction's own model.
+        model = constriction.stream.model.QuantizedGaussian(-t, t)
+        means, scales = models.means[:, 0], models.scales[:, 0]
+        if bins is None:
+            return np.asarray(coder.decode(model, means, scales), np.int32) + t
+        coder.encode((bins - t).astype(np.int32), model, means, scales)
+        return bins
+    out = []
+    for start in range(0, len(models), CHUNK):
+        block = slice(start, start + CHUNK)
+        pmf = mixture_pmf(t, models.take(block)).astype(np.float32)
+        if bins is None:
+            out.append(np.asarray(coder.decode(CATEGORICAL, pmf), np.int32))
         else:
-            centre = np.zeros((len(means), 1))
-        return means, scales, weights, centre[:, 0], mask
+            coder.encode(bins[block].astype(np.int32), CATEGORICAL, pmf)
+    return np.concatenate(out) if bins is None else bins
 
-    def _place(self, plan, stage, mask, values: np.ndarray, y_hat: jax.Array) -> jax.Array:
-        p, h, w = mask.shape
-        m = y_hat.shape[-1]
-        full = np.zeros((p, 1, h, w, m), np.float32)
-        full[:, 0][mask] = values.reshape(-1, m)
-        return write_stage(plan, y_hat, jnp.int32(stage), jnp.asarray(full))
 
-    def encode(self, x: np.ndarray) -> tuple[CodedLatents, np.ndarray]:
-        """Codes image x (H, W, 3) in [0, 1]; returns the code and the y_hat it decodes to."""
-        xb = jnp.asarray(x, jnp.float32)[None]
-        y = self._analysis(self.params, xb)
-        z = np.asarray(self._hyper_analysis(self.params, y))[0]
-        z_sym = np.round(z - self._median).astype(np.int32)
-        z_low, z_high = z_sym.min((0, 1)), z_sym.max((0, 1))
-        flat = z_sym.reshape(-1, z_sym.shape[-1])
-        z_rows = self._z_rows(z_low, z_high, flat.shape[0])
-        z_symbols = (flat - z_low[None, :]).reshape(-1)
-        z_stream = StageStream(_range_encode(z_symbols, z_rows), 0, 0, _crc(z_symbols), z_symbols.size)
+def _encode_escapes(encoder, excess: np.ndarray) -> None:
+    if not excess.size:
+        return
+    if int(excess.max()) >= 2**MAX_ESCAPE_BITS - 1:
+        raise CodingError(f"a latent value {int(excess.max())} beyond the codable range; the model diverged")
+    value = excess.astype(np.int64) + 1
+    bits = np.floor(np.log2(value)).astype(np.int32)
+    rest = value - (np.int64(1) << bits)
+    encoder.encode(bits, LENGTH_MODEL)
+    for part, width in _escape_parts(bits):  # Uniform needs at least 2 values: skip empty parts
+        encoder.encode(((rest >> (12 * part)) & 0xFFF)[width > 0].astype(np.int32), UNIFORM,
+                       (1 << width[width > 0]).astype(np.int32))  # fmt: skip
 
-        z_hat = jnp.asarray((z_sym + self._median)[None], jnp.float32)
-        hyper = self._hyper_synthesis(self.params, z_hat)
-        plan = cached_stage_plan(self.model.config.schedule_obj, *y.shape[1:3])
-        kernels = self._stage_kernels(*y.shape[1:3])
-        y_hat = jnp.zeros_like(y)
-        stages = []
-        for s in range(plan.num_stages):
-            means, scales, weights, centre, mask = self._stage_tables(s, y_hat, hyper, plan, kernels)
-            y_stage = np.asarray(read_stage(plan, y, jnp.int32(s)))[:, 0][mask].reshape(-1)
-            symbols = np.round(y_stage - centre).astype(np.int32)
-            low, high = (int(symbols.min()), int(symbols.max())) if symbols.size else (0, 0)
-            pmf = mixture_pmf(low, high, means, scales, weights)
-            stages.append(
-                StageStream(_range_encode(symbols - low, pmf), low, high, _crc(symbols), symbols.size)
-            )
-            y_hat = self._place(plan, s, mask, (symbols + centre).astype(np.float32), y_hat)
-        code = CodedLatents(
-            image_shape=tuple(x.shape[:2]), latent_shape=tuple(y.shape[1:3]), z_shape=tuple(z.shape),
-            z_low=z_low, z_high=z_high, z_stream=z_stream, stages=stages,
-        )  # fmt: skip
-        return code, np.asarray(y_hat)
 
-    def decode(self, code: CodedLatents) -> np.ndarray:
-        """The y_hat (1, h, w, M) of a code; raises CodingError on any inconsistency."""
-        rows = self._z_rows(code.z_low, code.z_high, code.z_shape[0] * code.z_shape[1])
-        z_symbols = _range_decode(code.z_stream.data, rows, "z")
-        _check(code.z_stream, z_symbols, "z")
-        z_sym = z_symbols.reshape(code.z_shape) + code.z_low
-        z_hat = jnp.asarray((z_sym + self._median)[None], jnp.float32)
-        hyper = self._hyper_synthesis(self.params, z_hat)
-        plan = cached_stage_plan(self.model.config.schedule_obj, *code.latent_shape)
-        kernels = self._stage_kernels(*code.latent_shape)
-        y_hat = jnp.zeros((1, *code.latent_shape, self.model.config.M), jnp.float32)
-        if len(code.stages) != plan.num_stages:
-            raise CodingError(f"{len(code.stages)} stage streams for a schedule of {plan.num_stages} stages")
-        for s, stream in enumerate(code.stages):
-            means, scales, weights, centre, mask = self._stage_tables(s, y_hat, hyper, plan, kernels)
-            pmf = mixture_pmf(stream.low, stream.high, means, scales, weights)
-            symbols = _range_decode(stream.data, pmf, f"stage {s}") + stream.low
-            _check(stream, symbols, f"stage {s}")
-            y_hat = self._place(plan, s, mask, (symbols + centre).astype(np.float32), y_hat)
-        return np.asarray(y_hat)
+def _escape_parts(bits: np.ndarray):
+    """(part, bit width per escape) of the low 12 bits and of the bits above them."""
+    low = np.minimum(bits, 12)
+    return [(0, low), (1, bits - low)]
+
+
+def _decode_escapes(decoder, count: int) -> np.ndarray:
+    if not count:
+        return np.zeros(0, np.int64)
+    bits = np.asarray(decoder.decode(LENGTH_MODEL, count), np.int32)
+    value = np.int64(1) << bits
+    for part, width in _escape_parts(bits):
+        sizes = (1 << width[width > 0]).astype(np.int32)
+        if sizes.size:
+            value[width > 0] += np.asarray(decoder.decode(UNIFORM, sizes), np.int64) << (12 * part)
+    return value - 1
+
+
+def encode_offsets(encoder, offsets: np.ndarray, models: ElementModels) -> None:
+    """Appends the symbols `offsets` (E,) of `models` to a range encoder, by table width."""
+    widths = table_half_widths(models)
+    for t in np.unique(widths):
+        pick = widths == t
+        bins = np.clip(offsets[pick], -t, t) + t
+        _code_bins(encoder, int(t), models.take(pick), bins)
+        _encode_escapes(encoder, np.abs(offsets[pick][(bins == 0) | (bins == 2 * t)]) - t)
+
+
+@contextlib.contextmanager
+def invalid_data_as_coding_error(what: str) -> Iterator[None]:
+    """constriction's own complaints about undecodable data, as one clear CodingError."""
+    try:
+        yield
+    except CodingError:
+        raise
+    except (AssertionError, ValueError, RuntimeError, OverflowError) as e:
+        raise CodingError(f"{what}: invalid compressed data ({e})") from None
+
+
+def decode_offsets(decoder, models: ElementModels) -> np.ndarray:
+    """The next len(models) symbols of a range decoder (int64)."""
+    widths = table_half_widths(models)
+    offsets = np.zeros(len(models), np.int64)
+    for t in np.unique(widths):
+        pick = widths == t
+        part = _code_bins(decoder, int(t), models.take(pick), None).astype(np.int64) - t
+        at_end = np.abs(part) == t
+        part[at_end] += np.sign(part[at_end]) * _decode_escapes(decoder, int(at_end.sum()))
+        offsets[pick] = part
+    return offsets
+
+
+# --------------------------------------------------------------------------
+# z: fixed per-channel tables of the factorized density.
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelTables:
+    """Static tables of z: row c is channel c's pmf of q = -T..T (float32, tails in the end bins)."""
+
+    half_width: int
+    pmf: np.ndarray  # (N, 2T + 1)
+
+    def encode(self, encoder, offsets: np.ndarray) -> None:
+        """offsets: (positions, N) symbols, coded in row-major order."""
+        t = self.half_width
+        rows = np.broadcast_to(self.pmf[None], (len(offsets), *self.pmf.shape)).reshape(-1, 2 * t + 1)
+        flat = offsets.reshape(-1)
+        bins = np.clip(flat, -t, t) + t
+        encoder.encode(bins.astype(np.int32), CATEGORICAL, rows)
+        _encode_escapes(encoder, np.abs(flat[(bins == 0) | (bins == 2 * t)]) - t)
+
+    def decode(self, decoder, positions: int) -> np.ndarray:
+        t = self.half_width
+        rows = np.broadcast_to(self.pmf[None], (positions, *self.pmf.shape)).reshape(-1, 2 * t + 1)
+        offsets = np.asarray(decoder.decode(CATEGORICAL, rows), np.int64) - t if len(rows) else np.zeros(0)
+        offsets = offsets.astype(np.int64)
+        at_end = np.abs(offsets) == t
+        offsets[at_end] += np.sign(offsets[at_end]) * _decode_escapes(decoder, int(at_end.sum()))
+        return offsets.reshape(positions, -1)
+
+
+# --------------------------------------------------------------------------
+# Streams.
+# --------------------------------------------------------------------------
+
+
+def new_encoder():
+    return constriction.stream.queue.RangeEncoder()
+
+
+def finish(encoder) -> bytes:
+    return encoder.get_compressed().tobytes()
+
+
+def new_decoder(data: bytes, what: str):
+    if len(data) % 4:
+        raise CodingError(f"{what}: stream length {len(data)} is not a multiple of 4 bytes")
+    return constriction.stream.queue.RangeDecoder(np.frombuffer(data, np.uint32).copy())
+
+
+def check_consumed(decoder, what: str) -> None:
+    """Range decoders decode random words without complaint: the stream must end here."""
+    if not decoder.maybe_exhausted():
+        raise CodingError(f"{what}: stream not consumed exactly (corrupt data, or another model)")

@@ -129,17 +129,26 @@ class StagePlan:
     def padded_shape(self) -> tuple[int, int]:
         return (self.stride * self.grid[0], self.stride * self.grid[1])
 
+    def _element_grid(self, stage: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        h, w = self.grid
+        rows = self.positions[stage, :, 0, None] + self.stride * np.arange(h)
+        cols = self.positions[stage, :, 1, None] + self.stride * np.arange(w)
+        rows, cols = np.broadcast_arrays(rows[:, :, None], cols[:, None, :])  # (P, h, w)
+        inside = (rows < self.latent_shape[0]) & (cols < self.latent_shape[1])
+        return rows, cols, inside & self.valid[stage][:, None, None]
+
     def element_mask(self, stage: int) -> np.ndarray:
         """(P, h, w) which entries of stage `stage` are real latent elements.
 
         False for padding entries (`valid`) and for elements beyond the latent
         when the patch size does not divide it.
         """
-        h, w = self.grid
-        rows = self.positions[stage, :, 0, None] + self.stride * np.arange(h)
-        cols = self.positions[stage, :, 1, None] + self.stride * np.arange(w)
-        inside = (rows[:, :, None] < self.latent_shape[0]) & (cols[:, None, :] < self.latent_shape[1])
-        return inside & self.valid[stage][:, None, None]
+        return self._element_grid(stage)[2]
+
+    def element_coordinates(self, stage: int) -> tuple[np.ndarray, np.ndarray]:
+        """Latent rows and columns (E,) of stage `stage`'s elements, in (P, h, w) order."""
+        rows, cols, mask = self._element_grid(stage)
+        return rows[mask], cols[mask]
 
     @property
     def elements_per_stage(self) -> np.ndarray:

@@ -1,0 +1,110 @@
+"""Exported models: one self-contained `.mscm-model` file, safe to receive from strangers.
+
+Layout: the 12 bytes `b"MSCM-MODEL\\0\\0"`, a format version (u8, 1), then one
+MessagePack map (flax.serialization's encoding: numpy arrays as raw bytes
+with dtype and shape; no pickle, so reading a file cannot run code):
+
+    config        JSON of the ModelConfig (transform, N, M, K, schedule, rounding, ...)
+    schedule      the stage pattern as JSON (null for serial), for readers of the file
+    fingerprint   sha256 hex of config + parameters (`codec.model_fingerprint`)
+    params        the parameter tree (float32 arrays)
+    z_tables      {half_width, pmf (N, 2T+1) float32}: the coding tables of z
+    coder         the coder options the tables were made for (`bitstream.CODER_OPTIONS`)
+    source, step, created_by
+
+Reading checks the magic, version, keys, parameter shapes against the
+config, and recomputes the fingerprint, so a damaged file is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from etils import epath
+from flax import serialization
+
+from mscm_jax import bitstream, coding
+from mscm_jax.models import ModelConfig, init_model
+
+MAGIC = b"MSCM-MODEL\0\0"
+VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A model file that is damaged, of another format, or of a newer version."""
+
+
+def write_model_file(codec, path: str | os.PathLike) -> int:
+    """Writes `codec`'s model to `path` (atomically); returns the size in bytes."""
+    from mscm_jax import __version__
+
+    schedule = codec.schedule
+    content = {
+        "config": json.dumps(codec.config.to_dict(), sort_keys=True),
+        "schedule": None if schedule.is_serial else json.dumps(np.asarray(schedule.pattern).tolist()),
+        "fingerprint": codec.fingerprint,
+        "params": jax.tree.map(lambda a: np.asarray(a, np.float32), codec.params),
+        "z_tables": {"half_width": codec.z.half_width, "pmf": codec.z.pmf},
+        "coder": bitstream.CODER_OPTIONS,
+        "source": codec.source,
+        "step": -1 if codec.step is None else int(codec.step),
+        "created_by": f"mscm-jax {__version__}",
+    }
+    data = MAGIC + bytes([VERSION]) + serialization.msgpack_serialize(content)
+    path = epath.Path(path)
+    tmp = path.parent / (path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.rename(path)  # a reader never sees half a file; an old file is replaced only when done
+    return len(data)
+
+
+def _expected_shapes(config: ModelConfig) -> Any:
+    shapes = jax.eval_shape(lambda key: init_model(config, key)[1], jax.random.PRNGKey(0))
+    return jax.tree.map(lambda s: tuple(s.shape), shapes)
+
+
+def read_model_file(path: str | os.PathLike):
+    """The `Codec` of a model file; ModelFileError if it is not a valid one."""
+    from mscm_jax.codec import Codec, model_fingerprint
+
+    data = epath.Path(path).read_bytes()
+    name = os.fspath(path)
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 1:
+        raise ModelFileError(f"{name} is not an mscm-jax model file (bad magic bytes)")
+    version = data[len(MAGIC)]
+    if version != VERSION:
+        raise ModelFileError(f"{name}: model file version {version}; this mscm-jax reads version {VERSION}")
+    try:
+        content = serialization.msgpack_restore(data[len(MAGIC) + 1 :])
+    except Exception as e:  # msgpack raises several types on damaged input
+        raise ModelFileError(f"{name}: damaged model file ({type(e).__name__}: {e})") from None
+    missing = {"config", "fingerprint", "params", "z_tables"} - set(
+        content if isinstance(content, dict) else ()
+    )
+    if missing:
+        raise ModelFileError(f"{name}: damaged model file (missing {sorted(missing)})")
+    try:
+        config = ModelConfig.from_dict(json.loads(content["config"]))
+    except (ValueError, TypeError) as e:
+        raise ModelFileError(f"{name}: invalid model config: {e}") from None
+    params = content["params"]
+    want = _expected_shapes(config)
+    have = jax.tree.map(np.shape, params)
+    if jax.tree.structure(want) != jax.tree.structure(have) or want != have:
+        raise ModelFileError(f"{name}: parameters do not match the model config {config}")
+    fingerprint = model_fingerprint(config, params)
+    if fingerprint != content["fingerprint"]:
+        raise ModelFileError(f"{name}: fingerprint mismatch: the parameters are damaged")
+    tables = content["z_tables"]
+    pmf = np.asarray(tables["pmf"], np.float32)
+    half_width = int(tables["half_width"])
+    if pmf.shape != (config.N, 2 * half_width + 1) or not np.all(np.isfinite(pmf)) or np.any(pmf < 0):
+        raise ModelFileError(f"{name}: damaged z tables (shape {pmf.shape})")
+    step = int(content.get("step", -1))
+    return Codec(
+        config, params, coding.ChannelTables(half_width, pmf), source=name, step=None if step < 0 else step
+    )

@@ -1,0 +1,257 @@
+"""The codec: exact round trips for every schedule, real rates, errors, fuzzing, exported models."""
+
+import functools
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from mscm_jax import bitstream
+from mscm_jax.codec import Codec
+from mscm_jax.coding import CodingError
+from mscm_jax.data import load_sample
+from mscm_jax.entropy_models import factorized_likelihood
+from mscm_jax.model_file import ModelFileError
+from mscm_jax.models import ModelConfig, init_model
+from mscm_jax.schedules import BUILTIN_PATTERNS
+
+PHOTO = load_sample("chelsea")[:100, :140]  # odd size: a 2 x 3 z, a 8 x 12 latent
+REJECTED = (bitstream.FormatError, CodingError)
+
+
+@functools.cache
+def codec_for(schedule: str, mixtures: int = 3, rounding: str = "y", transform: str = "mbt2018") -> Codec:
+    config = ModelConfig(transform=transform, N=8, M=8, num_mixtures=mixtures, schedule=schedule,
+                         rounding=rounding)  # fmt: skip
+    _, params = init_model(config, jax.random.PRNGKey(0))
+    # A fresh analysis transform outputs ~0; scale it so that symbols span several values.
+    last = "conv3" if transform == "mbt2018" else "down3"
+    layer = params["params"]["g_a"][last]
+    key = "kernel" if "kernel" in layer else next(iter(layer))
+    layer[key] = jax.tree.map(lambda w: w * 40, layer[key])
+    return Codec(config, params)
+
+
+def _model_output(codec, image):
+    return codec.estimate(image.astype(np.float32) / 255.0)
+
+
+@pytest.mark.parametrize("schedule", list(BUILTIN_PATTERNS))
+def test_round_trip_is_exact_and_equals_the_model(schedule):
+    codec = codec_for(schedule)
+    result = codec.compress(PHOTO)
+    decoded = codec.decompress(result.data)
+    np.testing.assert_array_equal(decoded.y_hat, result.y_hat)
+    assert np.abs(result.y_hat).max() >= 2  # not a trivial all-zero latent
+    model = _model_output(codec, PHOTO)
+    np.testing.assert_array_equal(decoded.y_hat, np.asarray(model.y_hat[0]))
+    np.testing.assert_allclose(decoded.x_hat, np.asarray(model.x_hat[0]), atol=1e-5)
+    assert decoded.image.shape == PHOTO.shape and decoded.image.dtype == np.uint8
+    expected_streams = 1 if schedule == "serial" else model.bits_per_stage.shape[1]
+    assert len(result.stream_bytes) == expected_streams
+
+
+def test_cheng2020_family_on_another_odd_size():
+    codec = codec_for("mscm2x2", transform="cheng2020-attn")
+    image = load_sample("coffee")[:67, :101]
+    result = codec.compress(image)
+    decoded = codec.decompress(result.data)
+    np.testing.assert_array_equal(decoded.y_hat, np.asarray(_model_output(codec, image).y_hat[0]))
+    assert decoded.image.shape == (67, 101, 3)
+
+
+def test_y_minus_mean_rounding_round_trips_and_stays_on_the_means_grid():
+    codec = codec_for("checkerboard", 1, "y_minus_mean")
+    result = codec.compress(PHOTO)
+    decoded = codec.decompress(result.data)
+    np.testing.assert_array_equal(decoded.y_hat, result.y_hat)
+    assert np.abs(result.y_hat - np.round(result.y_hat)).max() > 0.01  # means really are added back
+    # Means are quantized to 2^-10 before use: the latent matches the model's within that grid.
+    np.testing.assert_allclose(decoded.y_hat, np.asarray(_model_output(codec, PHOTO).y_hat[0]), atol=2**-10)
+
+
+@pytest.mark.parametrize("schedule", ["checkerboard", "mscm4x4-paper"])
+def test_a_one_pixel_image(schedule):
+    codec = codec_for(schedule)
+    image = np.array([[[200, 30, 90]]], np.uint8)
+    decoded = codec.decompress(codec.compress(image).data)
+    assert decoded.image.shape == (1, 1, 3)
+
+
+def test_grey_and_rgba_inputs_are_converted_with_a_notice():
+    codec = codec_for("mscm2x2")
+    grey = codec.compress(PHOTO[:, :, 0])
+    rgba = codec.compress(np.concatenate([PHOTO, np.full((*PHOTO.shape[:2], 1), 7, np.uint8)], axis=2))
+    assert "grayscale" in grey.notices[0] and "alpha" in rgba.notices[0]
+    assert rgba.data == codec.compress(PHOTO).data
+    with pytest.raises(ValueError, match="uint8"):
+        codec.compress(PHOTO.astype(np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        codec.compress(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_z_tables_are_the_factorized_density_around_the_median():
+    codec = codec_for("mscm2x2")
+    t = codec.z.half_width
+    density = codec.params["params"]["entropy_bottleneck"]
+    inner = np.arange(1 - t, t)[:, None] + codec._median[None, :]
+    expected = np.asarray(factorized_likelihood(density, jnp.asarray(inner, jnp.float32))).T
+    np.testing.assert_allclose(codec.z.pmf[:, 1:-1], expected, atol=1e-6)
+    np.testing.assert_allclose(codec.z.pmf.sum(1), 1.0, atol=1e-4)
+
+
+def _rewrite(data: bytes, edit) -> bytes:
+    """`data` with `edit` applied to its body and the file checksum recomputed."""
+    body = bytearray(data[:-4])
+    edit(body)
+    return bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
+
+
+def test_files_of_another_model_or_schedule_and_altered_payloads_are_errors():
+    codec = codec_for("mscm2x2")
+    data = codec.compress(PHOTO).data
+    with pytest.raises(bitstream.FormatError, match="another model"):
+        codec_for("mscm2x2", mixtures=2).decompress(data)
+    with pytest.raises(bitstream.FormatError, match="another model"):
+        codec_for("checkerboard").decompress(data)
+
+    def flip_middle(body):
+        body[len(body) - 40] ^= 0x10  # inside the last y stream
+
+    with pytest.raises(CodingError):
+        codec.decompress(_rewrite(data, flip_middle))
+
+
+def test_fuzzed_files_are_all_rejected_cleanly_and_quickly():
+    """Truncations, raw mutations and mutations with a recomputed file checksum.
+
+    The last kind reaches the decoder's own checks (header limits, schedule,
+    stream consumed exactly, symbol checksums). A mutation that decodes
+    without error must give exactly the original image (it changed nothing
+    the decoder reads); anything else is a silent corruption.
+    """
+    codec = codec_for("mscm2x2")
+    data = codec.compress(PHOTO).data
+    original = codec.decompress(data).image
+    rng = np.random.default_rng(0)
+    counts = {"rejected": 0, "identical": 0}
+    slowest = 0.0
+    start = time.perf_counter()
+
+    def check(candidate: bytes) -> None:
+        nonlocal slowest
+        t0 = time.perf_counter()
+        try:
+            image = codec.decompress(candidate).image
+        except REJECTED:
+            counts["rejected"] += 1
+        else:
+            np.testing.assert_array_equal(image, original)
+            counts["identical"] += 1
+        slowest = max(slowest, time.perf_counter() - t0)
+
+    for _ in range(500):
+        check(data[: rng.integers(0, len(data))])
+    for _ in range(500):
+        mutated = bytearray(data)
+        mutated[rng.integers(len(data))] ^= int(rng.integers(1, 256))
+        check(bytes(mutated))
+    for i in range(2000):
+
+        def edit(body, i=i):
+            for _ in range(1 + i % 3):
+                where = int(rng.integers(len(body)))
+                body[where] = int(rng.integers(256)) if i % 2 else body[where] ^ (1 << int(rng.integers(8)))
+
+        check(_rewrite(data, edit))
+    print(f"fuzz: {counts}, slowest {slowest:.3f} s, total {time.perf_counter() - start:.1f} s")
+    assert counts["rejected"] >= 2900, counts
+    assert slowest < 5.0 and time.perf_counter() - start < 240
+
+
+def test_payload_is_within_one_percent_of_the_estimate_on_a_trained_model(trained_workdir):
+    codec = Codec.load(trained_workdir)
+    for name in ("astronaut", "immunohistochemistry"):  # 512 x 512
+        image = load_sample(name)
+        result = codec.compress(image)
+        estimate = float(_model_output(codec, image).bpp[0]) * image.shape[0] * image.shape[1]
+        payload = 8 * result.payload_bytes
+        padding = 32 * (1 + len(result.stream_bytes))  # at most one 32-bit word per stream
+        change = 100 * (payload / estimate - 1)
+        print(f"{name}: estimate {estimate:.0f} bits, payload {payload} bits ({change:+.2f} %), "
+              f"header {8 * result.header_bytes} bits, stream padding <= {padding} bits")  # fmt: skip
+        assert abs(payload - estimate) <= 0.01 * estimate
+        np.testing.assert_array_equal(codec.decompress(result.data).y_hat, result.y_hat)
+
+
+def test_exported_model_decodes_in_a_new_process_what_the_workdir_encoded(trained_workdir, tmp_path):
+    codec = Codec.load(trained_workdir)
+    encoded = tmp_path / "photo.mscm"
+    encoded.write_bytes(codec.compress(PHOTO).data)
+    model_file = tmp_path / "model.mscm-model"
+    codec.export(model_file)
+    out = tmp_path / "decoded.png"
+    run = subprocess.run(
+        [sys.executable, "-m", "mscm_jax.cli", "decompress", str(encoded), "--model", str(model_file),
+         "-o", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), codec.decompress(encoded.read_bytes()).image)
+    loaded = Codec.load(model_file)
+    assert loaded.fingerprint == codec.fingerprint and loaded.step == codec.step
+    np.testing.assert_array_equal(loaded.z.pmf, codec.z.pmf)
+
+
+def test_damaged_model_files_are_errors(tmp_path):
+    codec = codec_for("mscm2x2")
+    path = tmp_path / "m.mscm-model"
+    codec.export(path)
+    data = path.read_bytes()
+    cases = {
+        "truncated": data[: len(data) // 2],
+        "bad magic": b"X" + data[1:],
+        "newer": data[:12] + b"\x09" + data[13:],
+        "flipped parameter": data[:-5000] + bytes([data[-5000] ^ 0x01]) + data[-4999:],
+    }
+    for name, damaged in cases.items():
+        bad = tmp_path / f"{name}.mscm-model"
+        bad.write_bytes(damaged)
+        with pytest.raises(ModelFileError):
+            Codec.load(bad)
+    with pytest.raises(FileNotFoundError, match="workdir"):
+        Codec.load(tmp_path / "missing.mscm-model")
+
+
+def test_cli_compress_decompress_and_export(trained_workdir, tmp_path):
+    def cli(*args):
+        cmd = [sys.executable, "-m", "mscm_jax.cli", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+    run = cli("compress", "chelsea", "astronaut", "--model", str(trained_workdir), "-o", "out/")
+    assert run.returncode == 0, run.stderr
+    assert "bpp" in run.stdout and "one-time JIT compilation" in run.stdout and "stages" in run.stdout
+    assert cli("export", str(trained_workdir), "-o", "m.mscm-model").returncode == 0
+    run = cli("decompress", "out/chelsea.mscm", "out/astronaut.mscm", "--model", "m.mscm-model", "-o", "dec/")
+    assert run.returncode == 0, run.stderr
+    assert Image.open(tmp_path / "dec" / "chelsea.png").size == (451, 300)
+    (tmp_path / "bad.mscm").write_bytes(b"MSCM\x01\x01" + bytes(40))
+    run = cli("decompress", "bad.mscm", "--model", "m.mscm-model", "-o", "dec/")
+    assert run.returncode == 2 and "checksum" in run.stderr and "Traceback" not in run.stderr
+    run = cli("compress", "chelsea", "--model", str(trained_workdir), "-o", "out/")
+    assert run.returncode == 2 and "--overwrite" in run.stderr
+
+
+def test_result_accounting():
+    codec = codec_for("mscm4x4-paper")
+    result = codec.compress(PHOTO)
+    assert result.header_bytes + result.payload_bytes == len(result.data)
+    assert result.bpp == pytest.approx(8 * len(result.data) / (100 * 140))
+    assert len(result.timings.stages) == 16 and result.timings.entropy_coding >= sum(result.timings.stages)
