@@ -42,7 +42,7 @@ def _curve(rates: Sequence[float], psnrs: Sequence[float], which: str) -> tuple[
     r = np.asarray(rates, np.float64)
     d = np.asarray(psnrs, np.float64)
     if r.ndim != 1 or r.shape != d.shape:
-        raise BDRateError(f"{which}: need equally long 1-D lists of rates and PSNRs, got {r.shape}, {d.shape}")
+        raise BDRateError(f"{which}: need 1-D rates and PSNRs of equal length, got {r.shape}, {d.shape}")
     if len(r) < MIN_POINTS:
         raise BDRateError(f"{which}: need at least {MIN_POINTS} rate-distortion points, got {len(r)}")
     if not (np.all(np.isfinite(r)) and np.all(np.isfinite(d)) and np.all(r > 0)):

@@ -28,7 +28,7 @@ TEST = ([9787.80, 4469.00, 2451.52, 1356.24], [40.121, 38.651, 36.970, 34.987])
 
 @pytest.mark.parametrize("anchor, test, expected", JCTVC_E137)
 def test_pchip_matches_the_jctvc_sheet(anchor, test, expected):
-    (ra, da), (rt, dt) = zip(*anchor), zip(*test)
+    (ra, da), (rt, dt) = zip(*anchor, strict=True), zip(*test, strict=True)
     # vmaf pins these to 4 decimals of the fraction; we see agreement to ~1e-12 %.
     assert bd_rate(ra, da, rt, dt, method="pchip") == pytest.approx(expected, abs=1e-8)
 
