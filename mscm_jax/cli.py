@@ -226,6 +226,44 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"exported {args.workdir} (step {codec.step}) -> {out}: {size} bytes, "
         f"fingerprint {codec.fingerprint[:16]}"
     )
+
+
+def cmd_optimize_order(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    from mscm_jax.order_search import OrderScorer, model_latent_moments, raster_pattern, search_order
+    from mscm_jax.schedules import PAPER_4X4_ORDER
+
+    n, stages = args.patch, args.stages or args.patch**2
+    if n < 1 or not 1 <= stages <= n * n:
+        raise UsageError(f"--patch must be >= 1 and --stages in 1..{n * n}, got {n} and {stages}")
+    start = time.perf_counter()
+    moments, about = model_latent_moments(args.model, args.images, args.max_images, n)
+    latent_seconds = time.perf_counter() - start
+    scorer = OrderScorer(moments.covariance(), n, rate_model="discrete")
+    found = search_order(scorer, stages)
+    print(f"model: {about}")
+    print(
+        f"search ({n}x{n} patch, {stages} stages): {found.fits} fits (each {scorer.channels} channels), "
+        f"{found.evaluations} pattern evaluations, {found.seconds:.2f} s; latents {latent_seconds:.1f} s"
+    )
+    print("estimated bits per latent element (linear predictor from visible 5x5 neighbours):")
+    others = [
+        ("raster order" + ("" if stages == n * n else f", {stages} equal groups"), raster_pattern(n, stages))
+    ]
+    if n == 4:
+        paper = np.asarray(PAPER_4X4_ORDER) * stages // 16
+        others.append(("authors' order (mscm4x4-paper)" + ("" if stages == 16 else ", cut"), paper))
+    print(f"  {'found':<40}{found.bits:8.4f}")
+    for name, pattern in others:
+        bits = scorer.score(pattern)
+        change = f"{100 * (found.bits / bits - 1):+.2f} %" if bits > 0 else "n/a (no bits: all-zero latents?)"
+        print(f"  {name:<40}{bits:8.4f}   found vs this: {change}")
+    print(get_schedule(found.pattern.tolist()).draw())
+    print("pattern (a schedule for config.model.schedule or get_schedule):")
+    print(found.pattern_json())
     return 0
 
 
@@ -300,6 +338,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="MODEL.mscm-model")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "optimize-order", help="search the in-patch decoding order that minimizes the estimated rate"
+    )
+    p.add_argument(
+        "--model", required=True, help="a training workdir whose analysis transform gives the latents"
+    )
+    p.add_argument("--patch", type=int, default=4, help="n for an n x n pattern")
+    p.add_argument("--stages", type=int, default=0, help="number of stages (default n*n)")
+    p.add_argument("--images", default="samples", help="'samples' (built-in photos) or a folder of images")
+    p.add_argument("--max-images", type=int, default=4, help="use the first N images (0: all)")
+    p.set_defaults(func=cmd_optimize_order)
     return parser
 
 
