@@ -2,12 +2,19 @@
 
     python -m mscm_jax.bench stages [--height 512 --width 768 --channels 192]
     python -m mscm_jax.bench train-step [--schedules mscm4x4-paper checkerboard]
+    python -m mscm_jax.bench coding [--schedules hyperprior checkerboard ...]
 
 `stages`: warm wall time of the entropy-parameter computation of *all* stages
 of a schedule (context + parameter network, one jitted call per stage, as the
 decoder runs them) on the latent of one image, for several schedules in one
 run. Compilation is excluded and reported apart; the coder's own work and the
 update of y_hat between stages are not included.
+
+`coding`: real compress / decompress of one photo per schedule with the
+codec, warm, in one run: encode time; decode time split into entropy decoding
+(z, hyper-synthesis, every stage's parameters and coder) and synthesis; then
+the coder's throughput in symbols/s next to constriction's own on the same
+symbols and tables.
 """
 
 from __future__ import annotations
@@ -113,6 +120,117 @@ def bench_train_step(transform: str, schedule: str, channels: int, batch: int, c
     }
 
 
+def _spread_latents(params, transform: str, factor: float):
+    """Random weights give latents near 0; scale g_a's last layer so symbols span several values."""
+    last = "conv3" if transform == "mbt2018" else "down3"
+    layer = params["params"]["g_a"][last]
+    params["params"]["g_a"][last] = jax.tree.map(lambda w: w * factor, layer)
+    return params
+
+
+def bench_coding(args: argparse.Namespace) -> None:
+    import resource
+
+    from mscm_jax.codec import Codec
+    from mscm_jax.data import load_sample
+    from mscm_jax.models import ModelConfig, init_model
+
+    image = load_sample(args.image)[: args.height, : args.width]
+    if image.shape[:2] != (args.height, args.width):
+        raise SystemExit(f"sample {args.image} is {image.shape[1]}x{image.shape[0]}, smaller than asked")
+    print(
+        f"# jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cpus); {args.transform}, "
+        f"N=M={args.channels}, K={args.mixtures}; {args.image} cropped to {args.width}x{args.height}; "
+        f"random weights, g_a output x{args.latent_scale}; median of {args.repeats} warm runs; seconds"
+    )
+    header = ("schedule", "bpp", "encode", "decode", "entropy dec", "of it stages", "synthesis", "compile")
+    print("{:<15}{:>8}{:>9}{:>9}{:>13}{:>14}{:>11}{:>9}".format(*header))
+    rows = {}
+    for name in args.schedules:
+        config = ModelConfig(transform=args.transform, N=args.channels, M=args.channels,
+                             num_mixtures=args.mixtures, schedule=name)  # fmt: skip
+        _, params = init_model(config, jax.random.PRNGKey(0))
+        codec = Codec(config, _spread_latents(params, args.transform, args.latent_scale))
+        encoded = codec.compress(image)  # compiles
+        decoded = codec.decompress(encoded.data)
+        compile_s = encoded.timings.compile + decoded.timings.compile
+        runs = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            encoded = codec.compress(image)
+            encode_s = time.perf_counter() - start
+            start = time.perf_counter()
+            decoded = codec.decompress(encoded.data)
+            runs.append((encode_s, time.perf_counter() - start, decoded.timings))
+        encode_s, decode_s, t = sorted(runs, key=lambda r: r[1])[len(runs) // 2]
+        rows[name] = t.entropy_coding
+        print(
+            f"{name:<15}{encoded.bpp:>8.3f}{encode_s:>9.3f}{decode_s:>9.3f}{t.entropy_coding:>13.3f}"
+            f"{sum(t.stages):>14.3f}{t.synthesis:>11.3f}{compile_s:>9.1f}"
+        )
+        if name == args.throughput_schedule:
+            throughput = _coder_throughput(codec, image, decoded.y_hat)
+    if "checkerboard" in rows and "mscm4x4-paper" in rows:
+        print(
+            f"entropy decoding mscm4x4-paper / checkerboard: {rows['mscm4x4-paper'] / rows['checkerboard']:.2f}"
+        )
+    if args.throughput_schedule in rows:
+        ours, raw, count = throughput
+        print(
+            f"coder, {args.throughput_schedule}, {count} y symbols: ours (tables + coder) decode "
+            f"{count / ours:,.0f} symbols/s; constriction alone on the same tables "
+            f"{count / raw:,.0f} symbols/s"
+        )
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+
+
+def _coder_throughput(codec, image: np.ndarray, y_hat: np.ndarray) -> tuple[float, float, int]:
+    """Decode seconds of all y symbols: ours (tables + coder) and constriction alone (tables given)."""
+    from mscm_jax import coding
+    from mscm_jax.context import cached_stage_plan
+
+    x = jnp.asarray(image.astype(np.float32) / 255.0)[None]
+    y = np.asarray(codec._compiled("analysis", codec.params, x))[0]
+    z = np.asarray(codec._compiled("hyper_analysis", codec.params, jnp.asarray(y[None])))[0]
+    hyper = codec._hyper(np.round(z - codec._median).astype(np.int64))
+    plan = cached_stage_plan(codec.schedule, *y.shape[:2])
+    kernels = codec._stage_kernels(*y.shape[:2])
+    stages = []
+    for s in range(plan.num_stages):  # the final y_hat gives every stage its decoding-time context
+        rows, cols, models, centre = codec._stage_models(plan, s, y_hat, hyper, kernels)
+        stages.append((models, np.round(y[rows, cols].reshape(-1) - centre).astype(np.int64)))
+    ours = raw = 0.0
+    for models, symbols in stages:
+        encoder = coding.new_encoder()
+        coding.encode_offsets(encoder, symbols, models)
+        data = coding.finish(encoder)
+        start = time.perf_counter()
+        coding.decode_offsets(coding.new_decoder(data, "y"), models)
+        ours += time.perf_counter() - start
+        # constriction alone: the same bins under tables built beforehand, one call per table width.
+        widths = coding.table_half_widths(models)
+        calls = []
+        encoder = coding.new_encoder()
+        for t in np.unique(widths):
+            pick = widths == t
+            part = models.take(pick)
+            bins = (np.clip(symbols[pick], -t, t) + t).astype(np.int32)
+            if part.means.shape[1] == 1:
+                model = coding.constriction.stream.model.QuantizedGaussian(-int(t), int(t))
+                args = (part.means[:, 0], part.scales[:, 0])
+                encoder.encode(bins - int(t), model, *args)
+            else:
+                model, args = coding.CATEGORICAL, (coding.mixture_pmf(int(t), part).astype(np.float32),)
+                encoder.encode(bins, model, *args)
+            calls.append((model, args, len(bins)))
+        decoder = coding.new_decoder(coding.finish(encoder), "y")
+        start = time.perf_counter()
+        for model, args, _ in calls:
+            decoder.decode(model, *args)
+        raw += time.perf_counter() - start
+    return ours, raw, sum(len(symbols) for _, symbols in stages)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mscm_jax.bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="bench", required=True)
@@ -131,7 +249,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
+    p = sub.add_parser("coding", help="real encode / decode time per schedule, and coder throughput")
+    p.add_argument(
+        "--schedules", nargs="+", default=["hyperprior", "checkerboard", "mscm2x2", "mscm4x4-paper", "serial"]
+    )
+    p.add_argument("--transform", default="cheng2020-attn")
+    p.add_argument("--channels", type=int, default=192, help="N = M")
+    p.add_argument("--mixtures", type=int, default=3, help="K")
+    p.add_argument("--image", default="hubble_deep_field", help="a sample photo, cropped")
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--width", type=int, default=768)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--latent-scale", type=float, default=40.0)
+    p.add_argument("--throughput-schedule", default="mscm4x4-paper")
     args = parser.parse_args(argv)
+    if args.bench == "coding":
+        bench_coding(args)
+        return 0
     if args.bench == "train-step":
         return _train_step_main(args)
 
