@@ -112,6 +112,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_torch(args: argparse.Namespace) -> int:
+    from mscm_jax.torch_import import import_checkpoint
+
+    # The exported single-file model (.mscm-model) would hook in here, from the workdir written below.
+    result = import_checkpoint(args.checkpoint, args.arch, args.output)
+    c = result.config
+    print(
+        f"imported {args.checkpoint} as {args.arch} (N={c.N}, M={c.M}, K={c.num_mixtures}, "
+        f"schedule {c.schedule}, rounding {c.rounding}): {result.num_params:,} parameters "
+        f"in {result.seconds:.1f} s -> {result.workdir}"
+    )
+    gap = result.z_median_max_abs_diff
+    print(f"z is rounded around the stored quantiles (max {gap:.2e} from the density's median)")
+    return 0
+
+
+def add_import_torch_parser(sub) -> None:
+    from mscm_jax.torch_import import ARCHS
+
+    p = sub.add_parser(
+        "import-torch",
+        help="import a published PyTorch checkpoint (CompressAI layout) into a workdir",
+        epilog='Reading .pth needs PyTorch: pip install -e ".[torch]"; a .npz of the state dict needs none.',
+    )
+    p.add_argument("checkpoint", help="a .pth / .pth.tar state dict (or a .npz of one)")
+    p.add_argument("--arch", required=True, choices=list(ARCHS))
+    p.add_argument("-o", "--output", required=True, help="a new workdir that every other command accepts")
+    p.set_defaults(func=cmd_import_torch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mscm-jax",
@@ -156,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--process-id", type=int, default=None)
     p.add_argument("--init-timeout", type=int, default=300, help="seconds to wait for all processes")
     p.set_defaults(func=cmd_train)
+
+    add_import_torch_parser(sub)
     return parser
 
 

@@ -46,7 +46,7 @@ Array = np.ndarray
 StateDict = dict[str, Array]
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatchError(ValueError):
     """A checkpoint whose keys, shapes or masks do not match the architecture."""
 
 
@@ -234,7 +234,7 @@ def entries_for(arch: Arch) -> list[Entry]:
 
 def _shape(state: StateDict, key: str) -> tuple[int, ...]:
     if key not in state:
-        raise CheckpointMismatch(f"missing key {key!r}, which gives the model's size; is --arch right?")
+        raise CheckpointMismatchError(f"missing key {key!r}, which gives the model's size; is --arch right?")
     return tuple(state[key].shape)
 
 
@@ -268,7 +268,7 @@ def infer_config(arch_name: str, state: StateDict) -> ModelConfig:
     if arch.mixtures:
         out = _shape(state, "entropy_parameters.4.weight")[0]
         if out % (3 * m):
-            raise CheckpointMismatch(f"entropy_parameters.4 has {out} outputs, not 3*K*M with M = {m}")
+            raise CheckpointMismatchError(f"entropy_parameters.4 has {out} outputs, not 3*K*M with M = {m}")
         k = out // (3 * m)
     layers = sum(1 for key in state if key.startswith("entropy_bottleneck._matrix"))
     filters = tuple(_shape(state, f"entropy_bottleneck._matrix{i}")[1] for i in range(layers - 1))
@@ -323,7 +323,7 @@ def expected_layout(arch_name: str, config: ModelConfig) -> dict[str, tuple[int,
 
 
 def check_layout(arch_name: str, config: ModelConfig, state: StateDict, limit: int = 8) -> None:
-    """Raises CheckpointMismatch listing the first missing, unexpected and mis-shaped keys."""
+    """Raises CheckpointMismatchError listing the first missing, unexpected and mis-shaped keys."""
     layout = expected_layout(arch_name, config)
     optional = set(DERIVED) | set(OTHER_CONSTANTS)
     optional |= {
@@ -344,7 +344,7 @@ def check_layout(arch_name: str, config: ModelConfig, state: StateDict, limit: i
             more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
             problems.append(f"{len(items)} {title}: {', '.join(items[:limit])}{more}")
     if problems:
-        raise CheckpointMismatch(
+        raise CheckpointMismatchError(
             f"checkpoint does not match --arch {arch_name} (N={config.N}, M={config.M}, "
             f"K={config.num_mixtures}): " + "; ".join(problems)
         )
@@ -358,7 +358,7 @@ def check_layout(arch_name: str, config: ModelConfig, state: StateDict, limit: i
 
 def _check_constant(state: StateDict, key: str, value: float) -> None:
     if key in state and not np.allclose(state[key], value, rtol=1e-5, atol=0):
-        raise CheckpointMismatch(f"{key} is {state[key].ravel()[:3]}, but mscm-jax uses {value:g}")
+        raise CheckpointMismatchError(f"{key} is {state[key].ravel()[:3]}, but mscm-jax uses {value:g}")
 
 
 # --------------------------------------------------------------------------
@@ -370,12 +370,12 @@ def _window_mask(mask: Array, key: str) -> Array:
     """(out, in, k, k) mask buffer -> (k, k) bool; it must not vary over channels."""
     window = mask[0, 0] != 0
     if not np.array_equal(mask != 0, np.broadcast_to(window, mask.shape)):
-        raise CheckpointMismatch(f"{key} differs between channels; mscm-jax masks windows, not channels")
+        raise CheckpointMismatchError(f"{key} differs between channels; mscm-jax masks windows, not channels")
     return window
 
 
-def _mask_error(key: str, got: Array, want: Array) -> CheckpointMismatch:
-    return CheckpointMismatch(
+def _mask_error(key: str, got: Array, want: Array) -> CheckpointMismatchError:
+    return CheckpointMismatchError(
         f"{key} does not match the schedule's derived mask (Schedule.context_kernel_mask): "
         f"checkpoint {got.astype(int).tolist()}, derived {want.astype(int).tolist()}"
     )
