@@ -56,8 +56,9 @@ def torch_python() -> pathlib.Path:
         pytest.skip(f"{OPT_OUT}=1: CompressAI parity tests opted out")
     venv = pathlib.Path(os.environ.get("MSCM_JAX_TORCH_VENV", "~/.cache/mscm-jax/torch-venv")).expanduser()
     started = time.perf_counter()
+    env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}  # the cp311 torch wheel
     result = subprocess.run(
-        ["bash", str(HERE / "setup_env.sh"), str(venv)], capture_output=True, text=True, timeout=1500
+        ["bash", str(HERE / "setup_env.sh"), str(venv)], capture_output=True, text=True, timeout=1500, env=env
     )
     if result.returncode:
         pytest.fail(

@@ -16,8 +16,13 @@ PY="${PYTHON:-python3}"
 if [ -f "$VENV/.complete" ]; then
   exit 0
 fi
-rm -rf "$VENV"
+if [ -e "$VENV" ] && [ ! -f "$VENV/.mscm-jax-torch-venv" ]; then
+  echo "$VENV exists but was not made by this script; remove it or choose another MSCM_JAX_TORCH_VENV" >&2
+  exit 1
+fi
+rm -rf "$VENV"  # an unfinished earlier attempt of this script
 "$PY" -m venv "$VENV"
+touch "$VENV/.mscm-jax-torch-venv"
 PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 # The CPU build (a local wheel on this machine kind; a plain range would pull CUDA).
 "${PIP[@]}" "torch==2.13.0"
