@@ -171,9 +171,8 @@ def bench_coding(args: argparse.Namespace) -> None:
         if name == args.throughput_schedule:
             throughput = _coder_throughput(codec, image, decoded.y_hat)
     if "checkerboard" in rows and "mscm4x4-paper" in rows:
-        print(
-            f"entropy decoding mscm4x4-paper / checkerboard: {rows['mscm4x4-paper'] / rows['checkerboard']:.2f}"
-        )
+        ratio = rows["mscm4x4-paper"] / rows["checkerboard"]
+        print(f"entropy decoding mscm4x4-paper / checkerboard: {ratio:.2f}")
     if args.throughput_schedule in rows:
         ours, raw, count = throughput
         print(

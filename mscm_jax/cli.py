@@ -267,6 +267,55 @@ def cmd_optimize_order(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_torch(args: argparse.Namespace) -> int:
+    import time
+
+    from mscm_jax.codec import MODEL_FILE_SUFFIX, Codec
+    from mscm_jax.torch_import import convert_state_dict, import_checkpoint, load_state_dict
+
+    if args.output.endswith(MODEL_FILE_SUFFIX):  # one exported file instead of a workdir
+        start = time.perf_counter()
+        config, params = convert_state_dict(args.arch, load_state_dict(args.checkpoint))
+        codec = Codec(config, params, source=os.path.abspath(args.checkpoint))
+        size = codec.export(args.output)
+        seconds = time.perf_counter() - start
+        print(
+            f"imported {args.checkpoint} as {args.arch} (N={config.N}, M={config.M}, "
+            f"K={config.num_mixtures}, schedule {config.schedule}) in {seconds:.1f} s "
+            f"-> {args.output} ({size} bytes)"
+        )
+        return 0
+    result = import_checkpoint(args.checkpoint, args.arch, args.output)
+    c = result.config
+    print(
+        f"imported {args.checkpoint} as {args.arch} (N={c.N}, M={c.M}, K={c.num_mixtures}, "
+        f"schedule {c.schedule}, rounding {c.rounding}): {result.num_params:,} parameters "
+        f"in {result.seconds:.1f} s -> {result.workdir}"
+    )
+    gap = result.z_median_max_abs_diff
+    print(f"z is rounded around the stored quantiles (max {gap:.2e} from the density's median)")
+    return 0
+
+
+def add_import_torch_parser(sub) -> None:
+    from mscm_jax.torch_import import ARCHS
+
+    p = sub.add_parser(
+        "import-torch",
+        help="import a published PyTorch checkpoint (CompressAI layout) into a workdir",
+        epilog='Reading .pth needs PyTorch: pip install -e ".[torch]"; a .npz of the state dict needs none.',
+    )
+    p.add_argument("checkpoint", help="a .pth / .pth.tar state dict (or a .npz of one)")
+    p.add_argument("--arch", required=True, choices=list(ARCHS))
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="a new workdir, or a MODEL.mscm-model file; both work everywhere",
+    )
+    p.set_defaults(func=cmd_import_torch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mscm-jax",
@@ -350,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", default="samples", help="'samples' (built-in photos) or a folder of images")
     p.add_argument("--max-images", type=int, default=4, help="use the first N images (0: all)")
     p.set_defaults(func=cmd_optimize_order)
+
+    add_import_torch_parser(sub)
     return parser
 
 

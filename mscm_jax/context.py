@@ -130,7 +130,9 @@ def scatter_all_stages(plan: StagePlan, per_stage: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------
 
 
-def stage_context(plan: StagePlan, kernel: jax.Array, stage: jax.Array, y_hat: jax.Array) -> jax.Array:
+def stage_context(
+    plan: StagePlan, kernel: jax.Array, stage: jax.Array, y_hat: jax.Array, bias: jax.Array | None = None
+) -> jax.Array:
     """Context features of stage `stage`'s elements: (P, B, h, w, D).
 
     Args:
@@ -142,6 +144,8 @@ def stage_context(plan: StagePlan, kernel: jax.Array, stage: jax.Array, y_hat: j
       y_hat: (B, H, W, M) latent; elements of stage >= `stage` may hold
         anything (they are masked out, not multiplied by zero, so even NaN
         placeholders cannot leak).
+      bias: optional (D,) added where the stage has context (CompressAI's
+        serial `MaskedConv2d` has one; the MSCM authors' convolutions do not).
     """
     k, d = kernel.shape[0], kernel.shape[-1]
     half = k // 2
@@ -160,6 +164,8 @@ def stage_context(plan: StagePlan, kernel: jax.Array, stage: jax.Array, y_hat: j
         taps = jnp.where(masks.reshape(1, p_max, 1, 1, k, k, 1), taps, 0.0)
         taps = taps.reshape(b, p_max, h, w, k * k * m)
         out = jnp.einsum("bphwi,id->pbhwd", taps, kernel.reshape(k * k * m, d).astype(taps.dtype))
+        if bias is not None:
+            out = out + bias.astype(out.dtype)
         return out.astype(y_hat.dtype)
 
     def no_context(y_hat):
@@ -170,21 +176,30 @@ def stage_context(plan: StagePlan, kernel: jax.Array, stage: jax.Array, y_hat: j
 
 
 def stage_network_inputs(
-    plan: StagePlan, kernels: jax.Array, stage: jax.Array, y_hat: jax.Array, hyper: jax.Array
+    plan: StagePlan,
+    kernels: jax.Array,
+    stage: jax.Array,
+    y_hat: jax.Array,
+    hyper: jax.Array,
+    biases: jax.Array | None = None,
 ) -> jax.Array:
     """Input of the entropy-parameter network at stage `stage`: (P, B, h, w, 4M).
 
     The hyperprior features (2M) of the stage's elements followed by their
     context (2M; zeros at stage 0), the order of Minnen 2018 and the MSCM code.
     `kernels` is either all weight sets (num_sets, k, k, M, D), from which the
-    stage's is picked, or the stage's own set (k, k, M, D).
+    stage's is picked, or the stage's own set (k, k, M, D); `biases`, if any,
+    likewise (num_sets, D) or (D,).
     """
+    bias = None
+    if biases is not None and biases.size:
+        bias = biases if biases.ndim == 1 else biases[jnp.asarray(plan.weight_index)[stage]]
     if kernels.ndim == 5:
         if kernels.shape[0] == 0:  # `hyperprior`: no context weights at all.
             kernels = jnp.zeros(kernels.shape[1:], kernels.dtype)
         else:
             kernels = kernels[jnp.asarray(plan.weight_index)[stage]]
-    context = stage_context(plan, kernels, stage, y_hat)
+    context = stage_context(plan, kernels, stage, y_hat, bias)
     return jnp.concatenate([read_stage(plan, hyper, stage), context.astype(hyper.dtype)], axis=-1)
 
 
@@ -211,11 +226,20 @@ class MultistageContext(nn.Module):
     Parameters: `context_kernel` (S - 1, 5, 5, M, 2M), no bias (the MSCM
     authors' `gcm.{s}` without the unused stage-0 one; serial: one set), and
     `entropy_parameters`.
+
+    Options for imported CompressAI models (defaults: the MSCM model):
+      use_context_bias: a `context_bias` (S - 1, 2M) per weight set, added where
+        a stage has context (CompressAI's serial `context_prediction` has one).
+      use_parameter_network: False makes the hyperprior features themselves the
+        entropy parameters (CompressAI's `mbt2018-mean`, Minnen 2018's
+        mean-scale hyperprior without context; only with `hyperprior`).
     """
 
     schedule: Schedule
     latent_channels: int
     out_channels: int
+    use_context_bias: bool = False
+    use_parameter_network: bool = True
 
     def setup(self):
         k = self.schedule.kernel_size
@@ -228,7 +252,18 @@ class MultistageContext(nn.Module):
             lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound),
             (sets, k, k, m, 2 * m),
         )
-        self.entropy_parameters = EntropyParameters(m, self.out_channels)
+        self.context_bias = None
+        if self.use_context_bias:
+            self.context_bias = self.param("context_bias", nn.initializers.zeros, (sets, 2 * m))
+        self.entropy_parameters = None
+        if self.use_parameter_network:
+            self.entropy_parameters = EntropyParameters(m, self.out_channels)
+
+    def parameter_network(self, inputs: jax.Array) -> jax.Array:
+        """Network inputs (hyper 2M, context 2M) -> raw entropy parameters."""
+        if self.entropy_parameters is None:
+            return inputs[..., : 2 * self.latent_channels]
+        return self.entropy_parameters(inputs)
 
     def plan(self, latent_h: int, latent_w: int) -> StagePlan:
         return cached_stage_plan(self.schedule, latent_h, latent_w)
@@ -243,9 +278,13 @@ class MultistageContext(nn.Module):
         saves copying them out of the stack at every stage.
         """
         plan = self.plan(*y_hat.shape[1:3])
-        kernels = self.context_kernel if stage_kernel is None else stage_kernel
-        inputs = stage_network_inputs(plan, kernels, stage, y_hat, hyper)
-        return self.entropy_parameters(inputs)
+        kernels, biases = self.context_kernel, self.context_bias
+        if stage_kernel is not None:
+            kernels = stage_kernel
+            if biases is not None and biases.size:
+                biases = biases[jnp.asarray(plan.weight_index)[stage]]
+        inputs = stage_network_inputs(plan, kernels, stage, y_hat, hyper, biases)
+        return self.parameter_network(inputs)
 
     def stage_kernels(self, latent_h: int, latent_w: int) -> list[jax.Array]:
         """Each stage's (k, k, M, 2M) context weights (zeros where it has none)."""
@@ -262,22 +301,23 @@ class MultistageContext(nn.Module):
         plan = self.plan(*y_hat.shape[1:3])
         if self.schedule.is_serial:
             inputs = jnp.concatenate([hyper, self._serial_context(y_hat).astype(hyper.dtype)], -1)
-            return self.entropy_parameters(inputs)
+            return self.parameter_network(inputs)
         stages = jnp.arange(plan.num_stages)
-        inputs = jax.vmap(stage_network_inputs, in_axes=(None, None, 0, None, None))(
-            plan, self.context_kernel, stages, y_hat, hyper
+        inputs = jax.vmap(stage_network_inputs, in_axes=(None, None, 0, None, None, None))(
+            plan, self.context_kernel, stages, y_hat, hyper, self.context_bias
         )
-        return scatter_all_stages(plan, self.entropy_parameters(inputs))
+        return scatter_all_stages(plan, self.parameter_network(inputs))
 
     def _serial_context(self, y_hat: jax.Array) -> jax.Array:
         """Causal 5x5 masked convolution over the whole latent (Minnen 2018)."""
         mask = self.schedule.context_kernel_mask()[0, 0]
         kernel = self.context_kernel[0] * jnp.asarray(mask, self.context_kernel.dtype)[:, :, None, None]
         half = mask.shape[0] // 2
-        return jax.lax.conv_general_dilated(
+        out = jax.lax.conv_general_dilated(
             y_hat,
             kernel,
             (1, 1),
             ((half, half), (half, half)),
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
+        return out if self.context_bias is None else out + self.context_bias[0]

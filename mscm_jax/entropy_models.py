@@ -98,13 +98,21 @@ class DeepFactorized(nn.Module):
     """Flax holder of the factorized density's parameters (CompressAI layout).
 
     `matrix{i}` is (C, f_{i+1}, f_i), `bias{i}` and `factor{i}` (C, f_{i+1}, 1),
-    with filters (1, 3, 3, 3, 1) by default, initialized so that the density
+    with filters (1, 3, 3, 3, 1) by default (CompressAI's `EntropyBottleneck`
+    has one more: `filters=(3, 3, 3, 3)`), initialized so that the density
     starts roughly uniform over [-init_scale, init_scale].
+
+    `stored_median`: the centre of z's quantization grid is a parameter
+    `median` (C,) instead of the density's median found by bisection. CompressAI
+    rounds z around its learned `quantiles[:, 0, 1]`, which approximates the
+    median only as well as its auxiliary loss converged; imported checkpoints
+    keep it so that z_hat is theirs. The rate is unaffected by the choice.
     """
 
     channels: int
     filters: tuple[int, ...] = (3, 3, 3)
     init_scale: float = 10.0
+    stored_median: bool = False
 
     def setup(self):
         widths = (1, *self.filters, 1)
@@ -122,6 +130,8 @@ class DeepFactorized(nn.Module):
             if i < len(widths) - 2:
                 params[f"factor{i}"] = self.param(f"factor{i}", nn.initializers.zeros, (*shape[:2], 1))
         self.density_params = params
+        if self.stored_median:
+            self.median_param = self.param("median", nn.initializers.zeros, (self.channels,))
 
     def __call__(self, values: jax.Array) -> jax.Array:
         return self.likelihood(values)
@@ -131,6 +141,8 @@ class DeepFactorized(nn.Module):
         return lower_bound(mass, LIKELIHOOD_BOUND)
 
     def median(self) -> jax.Array:
+        if self.stored_median:
+            return jax.lax.stop_gradient(self.median_param)
         return factorized_quantile(jax.lax.stop_gradient(self.density_params), 0.0)
 
 

@@ -71,6 +71,17 @@ class ModelConfig:
       synthesis_quantization: how y enters g_s in training, "ste" or "noise".
       compute_dtype: dtype of the transforms ("float32" or "bfloat16"); the
         entropy models, likelihoods and rates are always float32.
+
+    Options that imported CompressAI checkpoints need (`mscm_jax.torch_import`);
+    the defaults are this library's own model:
+      z_filters: hidden widths of z's deep factorized density (CompressAI: (3, 3, 3, 3)).
+      z_median: centre of z's rounding grid, "density" (the density's median,
+        by bisection) or "stored" (a `median` parameter: CompressAI's quantiles).
+      context_bias: the context convolutions have a bias (CompressAI's serial
+        `MaskedConv2d` does).
+      entropy_parameter_network: False takes the hyper-synthesis output as the
+        entropy parameters directly (`mbt2018-mean`; needs the `hyperprior`
+        schedule and a single Gaussian).
     """
 
     transform: str = "cheng2020-attn"
@@ -81,8 +92,16 @@ class ModelConfig:
     rounding: str = "y"
     synthesis_quantization: str = "ste"
     compute_dtype: str = "float32"
+    z_filters: tuple[int, ...] = (3, 3, 3)
+    z_median: str = "density"
+    context_bias: bool = False
+    entropy_parameter_network: bool = True
 
     def __post_init__(self):
+        # JSON gives a list; a tuple keeps the config hashable.
+        object.__setattr__(self, "z_filters", tuple(self.z_filters))
+        if not all(isinstance(f, int) and f >= 1 for f in self.z_filters):
+            raise ValueError(f"model.z_filters must be positive integers, got {self.z_filters!r}")
         if self.transform not in TRANSFORMS:
             raise ValueError(f"unknown transform {self.transform!r}; valid: {', '.join(TRANSFORMS)}")
         for name in ("N", "M", "num_mixtures"):
@@ -96,12 +115,20 @@ class ModelConfig:
             "rounding": [r.value for r in Rounding],
             "synthesis_quantization": [QuantizationMode.STE.value, QuantizationMode.NOISE.value],
             "compute_dtype": list(COMPUTE_DTYPES),
+            "z_median": ["density", "stored"],
+            "context_bias": [False, True],
+            "entropy_parameter_network": [True, False],
         }
         for name, options in valid.items():
             if getattr(self, name) not in options:
                 raise ValueError(f"model.{name} must be one of {options}, got {getattr(self, name)!r}")
         if self.rounding == Rounding.Y_MINUS_MEAN and self.num_mixtures != 1:
             raise ValueError("rounding 'y_minus_mean' needs a single Gaussian (num_mixtures = 1)")
+        if not self.entropy_parameter_network and (self.schedule != "hyperprior" or self.num_mixtures != 1):
+            raise ValueError(
+                "entropy_parameter_network = False needs the 'hyperprior' schedule and num_mixtures = 1 "
+                "(the hyper-synthesis output, 2M channels, is then the scales and means)"
+            )
 
     @property
     def schedule_obj(self) -> Schedule:
@@ -156,9 +183,15 @@ class CompressionModel(nn.Module):
         self.g_s = family.synthesis(c.N, c.M, dtype)
         self.h_a = family.hyper_analysis(c.N, c.M, dtype)
         self.h_s = family.hyper_synthesis(c.N, c.M, dtype)
-        self.entropy_bottleneck = DeepFactorized(c.N)
+        self.entropy_bottleneck = DeepFactorized(c.N, c.z_filters, stored_median=c.z_median == "stored")
         self.conditional = GaussianMixtureConditional(c.num_mixtures)
-        self.context = MultistageContext(c.schedule_obj, c.M, self.conditional.num_parameter_channels(c.M))
+        self.context = MultistageContext(
+            c.schedule_obj,
+            c.M,
+            self.conditional.num_parameter_channels(c.M),
+            use_context_bias=c.context_bias,
+            use_parameter_network=c.entropy_parameter_network,
+        )
 
     # -- the pieces the coder calls one by one ------------------------------
 

@@ -1,0 +1,1 @@
+"""Stub: see ../README.txt. Exposes no transforms."""
