@@ -128,19 +128,30 @@ def _spread_latents(params, transform: str, factor: float):
     return params
 
 
+def _image_of_size(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A centre crop of `image`, enlarged first (Lanczos) when it is smaller than asked."""
+    from PIL import Image
+
+    scale = max(height / image.shape[0], width / image.shape[1])
+    if scale > 1:
+        size = (int(np.ceil(image.shape[1] * scale)), int(np.ceil(image.shape[0] * scale)))
+        image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+    top, left = (image.shape[0] - height) // 2, (image.shape[1] - width) // 2
+    return image[top : top + height, left : left + width]
+
+
 def bench_coding(args: argparse.Namespace) -> None:
     import resource
 
     from mscm_jax.codec import Codec
-    from mscm_jax.data import load_sample
+    from mscm_jax.data import load_image
     from mscm_jax.models import ModelConfig, init_model
 
-    image = load_sample(args.image)[: args.height, : args.width]
-    if image.shape[:2] != (args.height, args.width):
-        raise SystemExit(f"sample {args.image} is {image.shape[1]}x{image.shape[0]}, smaller than asked")
+    image = _image_of_size(load_image(args.image), args.height, args.width)
     print(
         f"# jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cpus); {args.transform}, "
-        f"N=M={args.channels}, K={args.mixtures}; {args.image} cropped to {args.width}x{args.height}; "
+        f"N=M={args.channels}, K={args.mixtures}; {args.image} (centre crop, enlarged if smaller) "
+        f"{args.width}x{args.height}; "
         f"random weights, g_a output x{args.latent_scale}; median of {args.repeats} warm runs; seconds"
     )
     header = ("schedule", "bpp", "encode", "decode", "entropy dec", "of it stages", "synthesis", "compile")
@@ -255,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--transform", default="cheng2020-attn")
     p.add_argument("--channels", type=int, default=192, help="N = M")
     p.add_argument("--mixtures", type=int, default=3, help="K")
-    p.add_argument("--image", default="hubble_deep_field", help="a sample photo, cropped")
+    p.add_argument("--image", default="hubble_deep_field", help="a sample photo or image file, cropped")
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--width", type=int, default=768)
     p.add_argument("--repeats", type=int, default=3)

@@ -128,6 +128,7 @@ class DecompressResult:
     x_hat: np.ndarray  # float32 (H, W, 3), the synthesis output before clipping and rounding
     y_hat: np.ndarray  # (h, w, M)
     timings: Timings
+    stream_bytes: tuple[int, ...] = ()  # y streams, as in the file
 
 
 # --------------------------------------------------------------------------
@@ -296,8 +297,10 @@ class Codec:
         return self._kernels[(h, w)]
 
     def estimate(self, x: np.ndarray) -> Any:
-        """The model's own forward pass (Mode.EVAL): estimated bits and its reconstruction."""
-        return jax.jit(lambda p, x: self.model.apply(p, x, Mode.EVAL))(self.params, jnp.asarray(x)[None])
+        """The model's forward pass (Mode.EVAL) on x (H, W, 3) in [0, 1]: estimated bits, reconstruction."""
+        if not hasattr(self, "_forward"):
+            self._forward = jax.jit(lambda p, x: self.model.apply(p, x, Mode.EVAL))
+        return self._forward(self.params, jnp.asarray(x, jnp.float32)[None])
 
     # -- the one stage loop ---------------------------------------------------
 
@@ -423,7 +426,13 @@ class Codec:
             x_hat = np.asarray(self._compiled("synthesis", self.params, jnp.asarray(y_hat[None])))[0]
             x_hat = x_hat[: header.height, : header.width]
             image = np.round(np.clip(x_hat, 0.0, 1.0) * 255.0).astype(np.uint8)
-        return DecompressResult(image=image, x_hat=x_hat, y_hat=y_hat, timings=watch.timings())
+        return DecompressResult(
+            image=image,
+            x_hat=x_hat,
+            y_hat=y_hat,
+            timings=watch.timings(),
+            stream_bytes=header.stream_lengths[1:],
+        )
 
     def _hyper(self, z_symbols: np.ndarray) -> jax.Array:
         z_hat = z_symbols.astype(np.float32) + self._median  # = the model's round(z - median) + median

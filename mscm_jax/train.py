@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -208,8 +209,14 @@ def load_workdir_params(workdir: str | epath.Path, prefer_ema: bool = True) -> t
         raise FileNotFoundError(f"{workdir} is not a training workdir (no config.json)")
     config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
     handlers = {"state": ocp.StandardCheckpointHandler(), "loader": ocp.JsonCheckpointHandler()}
-    options = ocp.CheckpointManagerOptions(read_only=True)
-    manager = ocp.CheckpointManager(workdir / "checkpoints", options=options, item_handlers=handlers)
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # Orbax warns that a read-only manager will not write
+    try:
+        options = ocp.CheckpointManagerOptions(read_only=True)
+        manager = ocp.CheckpointManager(workdir / "checkpoints", options=options, item_handlers=handlers)
+    finally:
+        absl_logger.setLevel(level)
     step = manager.latest_step()
     if step is None:
         raise FileNotFoundError(f"{workdir} has no finished checkpoint")
