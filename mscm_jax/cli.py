@@ -316,6 +316,21 @@ def add_import_torch_parser(sub) -> None:
     p.set_defaults(func=cmd_import_torch)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mscm_jax.codec import enable_compilation_cache
+    from mscm_jax.evaluate import evaluate_models, load_images, summary_lines, write_results_json
+
+    enable_compilation_cache()
+    images = load_images(args.images, args.max_images)
+    results = evaluate_models(args.model, images, progress=not args.no_progress)
+    print(f"{len(images)} images ({args.images}); averages over images, times in s:")
+    print("\n".join(summary_lines(results)))
+    if args.output:
+        write_results_json(results, args.output, name=args.name)
+        print(f"wrote {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mscm-jax",
@@ -401,6 +416,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_optimize_order)
 
     add_import_torch_parser(sub)
+
+    p = sub.add_parser("evaluate", help="code images for real with each model: bpp, PSNR, MS-SSIM, times")
+    p.add_argument("--model", action="append", required=True,
+                   help="workdir or .mscm-model; repeat for the points of one RD curve")  # fmt: skip
+    p.add_argument("--images", default="samples", help="samples, samples:SCENE,... or a folder of images")
+    p.add_argument("-o", "--output", default="", help="results JSON (CompressAI eval_model layout)")
+    p.add_argument("--name", default="", help="the JSON's name (default: from the schedules)")
+    p.add_argument("--max-images", type=int, default=0, help="use the first N images (0: all)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -224,8 +224,8 @@ class MultistageContext(nn.Module):
     """Per-stage 5x5 context convolutions + the shared entropy-parameter network.
 
     Parameters: `context_kernel` (S - 1, 5, 5, M, 2M), no bias (the MSCM
-    authors' `gcm.{s}` without the unused stage-0 one; serial: one set), and
-    `entropy_parameters`.
+    authors' `gcm.{s}` without the unused stage-0 one; serial: one set; none
+    for `hyperprior`), and `entropy_parameters`.
 
     Options for imported CompressAI models (defaults: the MSCM model):
       use_context_bias: a `context_bias` (S - 1, 2M) per weight set, added where
@@ -245,16 +245,22 @@ class MultistageContext(nn.Module):
         k = self.schedule.kernel_size
         m = self.latent_channels
         sets = self.schedule.num_context_weight_sets
-        # PyTorch's default conv init, fan_in = k * k * M; (0, ...) for `hyperprior`.
+        # PyTorch's default conv init, fan_in = k * k * M.
         bound = 1.0 / (k * k * m) ** 0.5
-        self.context_kernel = self.param(
-            "context_kernel",
-            lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound),
-            (sets, k, k, m, 2 * m),
-        )
-        self.context_bias = None
-        if self.use_context_bias:
-            self.context_bias = self.param("context_bias", nn.initializers.zeros, (sets, 2 * m))
+        if sets == 0:
+            # `hyperprior` has no context weights: empty constants, not parameters
+            # (checkpointing cannot store zero-size arrays).
+            self.context_kernel = jnp.zeros((0, k, k, m, 2 * m), jnp.float32)
+            self.context_bias = jnp.zeros((0, 2 * m), jnp.float32) if self.use_context_bias else None
+        else:
+            self.context_kernel = self.param(
+                "context_kernel",
+                lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound),
+                (sets, k, k, m, 2 * m),
+            )
+            self.context_bias = None
+            if self.use_context_bias:
+                self.context_bias = self.param("context_bias", nn.initializers.zeros, (sets, 2 * m))
         self.entropy_parameters = None
         if self.use_parameter_network:
             self.entropy_parameters = EntropyParameters(m, self.out_channels)

@@ -327,32 +327,28 @@ def model_latent_moments(
 ) -> tuple[TapMoments, str]:
     """Moments of the rounded latents `round(g_a(x))` of a trained workdir over a set of images.
 
-    `images` is `samples` (the built-in photos) or a folder of PNG/JPEG files;
-    `max_images` > 0 keeps the first ones. Each latent is cropped to
-    ceil(H/16) x ceil(W/16), the part that covers the image. Returns the
+    `images` is `samples` (the built-in photos), `samples:SCENE,...` or a folder
+    of PNG/JPEG files (`evaluate.load_images`); `max_images` > 0 keeps the first
+    ones. Each latent is cropped to ceil(H/16) x ceil(W/16), the part that covers the image. Returns the
     moments and a one-line description of the model and images.
     """
     import jax
 
-    from mscm_jax.data import SAMPLE_SCENES, FolderSource, SampleSource, to_float
+    from mscm_jax.data import to_float
+    from mscm_jax.evaluate import load_images
     from mscm_jax.models import CompressionModel
     from mscm_jax.train import load_workdir_params
 
     config, params, step = load_workdir_params(workdir)
     model = CompressionModel(config)
     analysis = jax.jit(lambda p, x: model.apply(p, x, method=CompressionModel.analysis))
-    if images == "samples":
-        source = SampleSource([view for views in SAMPLE_SCENES.values() for view in views])
-    else:
-        source = FolderSource(images)
-    count = len(source) if max_images <= 0 else min(max_images, len(source))
+    loaded = load_images(images, max_images)
     moments = None
-    for index in range(count):
-        image = source.load(index)
+    for _, image in loaded:
         y = np.asarray(analysis(params, to_float(image)[None]))
         y = np.round(y[:, : -(-image.shape[0] // 16), : -(-image.shape[1] // 16)])
         part = tap_moments(y, n)
         moments = part if moments is None else moments + part
-    names = ", ".join(source.names[:count])
-    about = f"{workdir} (step {step}, {config.transform}, M={config.M}); {count} images: {names}"
+    names = ", ".join(name for name, _ in loaded)
+    about = f"{workdir} (step {step}, {config.transform}, M={config.M}); {len(loaded)} images: {names}"
     return moments, about

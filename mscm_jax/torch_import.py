@@ -440,13 +440,11 @@ def convert_state_dict(arch_name: str, state: StateDict) -> tuple[ModelConfig, d
         if name != key and name.rstrip("0123456789") in ("matrix", "bias", "factor"):
             flat[f"entropy_bottleneck/{name}"] = value
     flat["entropy_bottleneck/median"] = state["entropy_bottleneck.quantiles"][:, 0, 1]
-    m, window = config.M, config.schedule_obj.kernel_size
     if arch.context == "multistage":
         flat["context/context_kernel"] = multistage_context(config, state)
     elif arch.context == "serial":
         flat["context/context_kernel"], flat["context/context_bias"] = serial_context(config, state)
-    else:
-        flat["context/context_kernel"] = np.zeros((0, window, window, m, 2 * m), np.float32)
+    # (`hyperprior`: no context weights at all.)
     want = param_shapes(config)
     got = {k: tuple(v.shape) for k, v in flat.items()}
     if got != want:  # a bug in the tables above, not in the checkpoint
