@@ -1,6 +1,21 @@
-"""Shared fixtures: a model trained for a few hundred steps, once per session."""
+"""Shared fixtures: a model trained for a few hundred steps, once per test run."""
 
+import atexit
+import fcntl
+import os
+import shutil
+import tempfile
 from pathlib import Path
+
+# One persistent XLA compilation cache per test run, set before JAX is imported:
+# the many processes and models that compile the same programs (a training
+# subprocess per resume step, a Codec per test) compile each once. Fresh per run,
+# so nothing stale from another checkout is reused. pytest-xdist workers inherit it.
+if "MSCM_JAX_CACHE_DIR" not in os.environ:
+    os.environ["MSCM_JAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="mscm-jax-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["MSCM_JAX_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ["MSCM_JAX_CACHE_DIR"])
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import pytest
 
@@ -22,7 +37,17 @@ def trained_workdir(tmp_path_factory) -> Path:
 
     Real latents, unlike a fresh initialization's: what the rate tests need.
     """
-    workdir = tmp_path_factory.mktemp("trained") / "run"
-    config = load_config(TINY, [f"--config.{k}={v}" for k, v in TRAINED_OVERRIDES.items()])
-    train(config, workdir, progress=False)
+    # Under pytest-xdist each worker has its own basetemp inside the run's one:
+    # the first worker to get here trains, the others wait on the lock and reuse it.
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    workdir, done = root / "trained" / "run", root / "trained" / "done"
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    with open(root / "trained.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            config = load_config(TINY, [f"--config.{k}={v}" for k, v in TRAINED_OVERRIDES.items()])
+            train(config, workdir, progress=False)
+            done.touch()
     return workdir

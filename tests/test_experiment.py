@@ -11,6 +11,7 @@ from PIL import Image
 from mscm_jax import experiment
 from mscm_jax.data import load_sample
 from mscm_jax.evaluate import ImageResult, ModelResult
+from mscm_jax.train import load_workdir_params
 
 EXPERIMENTS = Path(__file__).parent.parent / "experiments"
 
@@ -157,17 +158,23 @@ def test_compare_schedules_smoke_all_schedules(tmp_path, small_image_dir):
 
 
 def test_rd_sweep_smoke(tmp_path, small_image_dir):
-    """One point: trains, evaluates, plots; the BD-rate is undefined (< 4 points), and the table says so."""
+    """One point: trains, evaluates, plots; the BD-rate is undefined (< 4 points), and the table says so.
+
+    `hyperprior`, the schedule without context weights, so that its training, checkpoint and coding
+    are covered here too.
+    """
     args = ["--smoke", "--run-name", "t", "--results", str(tmp_path / "r"), "--workroot", str(tmp_path / "w"),
-            "--schedules", "checkerboard", "--qualities", "3", "--family", "mbt2018",
+            "--schedules", "hyperprior", "--qualities", "3", "--family", "mbt2018",
             "--images", str(small_image_dir), "--config.train.lmbda=0.01"]  # fmt: skip
     assert _script("rd_sweep").main(args) == 0
     out = tmp_path / "r" / "t"
-    curve = json.loads((out / "checkerboard.json").read_text())
-    assert curve["name"] == "checkerboard" and len(curve["results"]["bpp"]) == 1
+    curve = json.loads((out / "hyperprior.json").read_text())
+    assert curve["name"] == "hyperprior" and len(curve["results"]["bpp"]) == 1
     assert "undefined" in (out / "bd_rate.md").read_text() and (out / "rd.png").exists()
     configs = json.loads((out / "configs.json").read_text())
-    assert set(configs) == {"checkerboard-q3"} and configs["checkerboard-q3"]["train"]["lmbda"] == 0.01
+    assert set(configs) == {"hyperprior-q3"} and configs["hyperprior-q3"]["train"]["lmbda"] == 0.01
+    _, params, _ = load_workdir_params(tmp_path / "w" / "hyperprior-q3")
+    assert "context_kernel" not in params["params"]["context"]  # no zero-size array for Orbax to refuse
 
 
 @pytest.mark.slow
