@@ -136,8 +136,7 @@ Command (from the repository root):
 
     {meta["command"]}
 
-- commit `{meta["git_commit"]}`{" (with uncommitted changes)" if meta["git_dirty"] else ""}; {meta["date"]}
-- machine: {meta["machine"]}; devices: {meta["devices"]}; JAX {meta["jax"]}, Python {meta["python"]}
+{chr(10).join(experiment.provenance_lines(meta))}
 - wall time of this invocation: {meta["wall_seconds"] / 60:.1f} min (base model {meta["base_seconds"]:.0f} s,
   order search {order["seconds"]:.1f} s, training {meta["schedule_seconds"]:.0f} s, coding
   {meta["coding_seconds"]:.0f} s); steps trained in it: {meta["steps_trained"]} (0: every workdir was

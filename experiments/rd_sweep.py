@@ -104,9 +104,8 @@ def main(argv=None) -> int:
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write(
             f"# RD sweep: {args.run_name}\n\n    {meta['command']}\n\n"
-            f"- commit `{meta['git_commit']}`{' (with uncommitted changes)' if meta['git_dirty'] else ''}; "
-            f"{meta['date']}; wall time {meta['wall_seconds'] / 60:.1f} min\n"
-            f"- machine: {meta['machine']}; devices: {meta['devices']}; JAX {meta['jax']}\n"
+            + "\n".join(experiment.provenance_lines(meta))
+            + f"\n- wall time {meta['wall_seconds'] / 60:.1f} min\n"
             f"- configs: `configs.json` (launch/paper.py with the overrides"
             f"{', smoke-shrunk' if args.smoke else ''}); "
             f"images ({len(images)}): {args.images}\n"

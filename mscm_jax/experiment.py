@@ -64,6 +64,16 @@ def run_metadata(argv: Sequence[str] | None = None) -> dict:
     }
 
 
+def provenance_lines(meta: dict) -> list[str]:
+    """Markdown bullets naming the commit, date and machine of a `run_metadata` record."""
+    dirty = " (with uncommitted changes)" if meta["git_dirty"] else ""
+    return [
+        f"- commit `{meta['git_commit']}`{dirty}; {meta['date']}",
+        f"- machine: {meta['machine']}; devices: {meta['devices']}; "
+        f"JAX {meta['jax']}, Python {meta['python']}",
+    ]
+
+
 @dataclasses.dataclass(frozen=True)
 class ScheduleSummary:
     """One schedule over its seeds: rates (bits over image pixels) and times, mean and spread."""
