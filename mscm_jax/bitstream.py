@@ -4,7 +4,7 @@ All integers little-endian; `varint` is unsigned LEB128 (at most 5 bytes).
 
     magic            4 bytes  b"MSCM"
     format version   u8       1
-    coder            u8       1 = constriction range coder (queue), see `CODER_OPTIONS`
+    coder            u8       2 = constriction range coder (queue), see `CODER_OPTIONS`
     fingerprint      16 bytes first 16 bytes of the model's sha256 fingerprint
     height, width    varint   image size in pixels (1 .. MAX_SIDE each)
     schedule         u8 n, then n*n bytes: the stage pattern (n = 0: serial)
@@ -28,12 +28,14 @@ import numpy as np
 
 MAGIC = b"MSCM"
 FORMAT_VERSION = 1
-CODER_CONSTRICTION_RANGE = 1
+# Coder 1 (mscm-jax up to 2026-11-26) built y tables in float64 on the host: same layout,
+# other probabilities, so its files are refused by id rather than failing a CRC.
+CODER_CONSTRICTION_RANGE = 2
 CODER_OPTIONS = (
     "constriction range coder (queue, 32-bit words); y: Categorical(perfect=False) tables of "
-    "Gaussian mixtures (K > 1) or QuantizedGaussian (K = 1); z: per-channel Categorical(perfect=False) "
-    "tables; parameters on a 2^-10 grid (means, log-scales), 2^-14 (weights); escapes for values "
-    "beyond each table"
+    "Gaussian mixtures (K > 1; float32, compiled) or QuantizedGaussian (K = 1); z: per-channel "
+    "Categorical(perfect=False) tables; parameters on a 2^-10 grid (means, log-scales), 2^-14 (weights); "
+    "escapes for values beyond each table"
 )
 FINGERPRINT_BYTES = 16
 MAX_SIDE = 1 << 16
@@ -125,6 +127,10 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[FileHeader, list[
     (stored_crc,) = struct.unpack("<I", data[-4:])
     if zlib.crc32(data[:-4]) != stored_crc:
         raise FormatError("file checksum mismatch: the file is corrupt or truncated")
+    if coder == 1:
+        raise FormatError(
+            "coder 1: the file was written by an earlier mscm-jax (other y tables); encode it again"
+        )
     if coder != CODER_CONSTRICTION_RANGE:
         raise FormatError(f"unknown coder id {coder} (this version knows {CODER_CONSTRICTION_RANGE})")
     reader = _Reader(data, len(data) - 4)

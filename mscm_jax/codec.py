@@ -277,10 +277,13 @@ class Codec:
     def _functions(self) -> dict[str, Callable]:
         model, conditional = self.model, self._conditional
 
+        round_centre = self.config.rounding == Rounding.Y  # symbols round(y) - centre: y_hat = round(y)
+
         def stage_parameters(params, stage, y_hat, hyper, kernel):
             raw = model.apply(params, stage, y_hat, hyper, kernel, method=CompressionModel.decode_stage)
-            dist = conditional.split(raw)
-            return dist.means[:, 0], dist.scales[:, 0], dist.weights[:, 0]  # (P, h, w, M, K)
+            dist = conditional.split_components_first(raw[:, 0])  # (K, P, h, w, M)
+            # (2 + 3K, P, h, w, M): centres, table widths and quantized parameters, in one array.
+            return coding.coding_parameters(dist.means, dist.scales, dist.weights, round_centre)
 
         return {
             "analysis": lambda p, x: model.apply(p, x, method=CompressionModel.analysis),
@@ -310,24 +313,23 @@ class Codec:
     def _stage_models(self, plan: StagePlan, stage: int, y_hat: np.ndarray, hyper, kernels):
         """(rows, cols) of the stage's elements, their ElementModels (E*M) and centres (E*M,)."""
         # numpy arguments: the call transfers them, without a dispatch of its own for each.
-        means, scales, weights = self._compiled(
-            "stage_parameters", self._context_params, np.int32(stage), y_hat[None], hyper, kernels[stage]
+        packed = np.asarray(
+            self._compiled(
+                "stage_parameters", self._context_params, np.int32(stage), y_hat[None], hyper, kernels[stage]
+            )
         )
         mask = plan.element_mask(stage)
         rows, cols = plan.element_coordinates(stage)
-        k = self.config.num_mixtures
-        pick = lambda a: np.asarray(a)[mask].reshape(-1, k)  # noqa: E731  (E*M, K) in (P, h, w, M) order
-        means, scales, weights = coding.quantize_parameters(pick(means), pick(scales), pick(weights))
-        if not (np.all(np.isfinite(means)) and np.all(np.isfinite(scales)) and np.all(np.isfinite(weights))):
+        # (2 + 3K, E*M), elements in (P, h, w, M) order; no copy when every entry is a latent element.
+        packed = packed.reshape(len(packed), -1) if mask.all() else packed[:, mask].reshape(len(packed), -1)
+        if not np.isfinite(packed).all():
             raise coding.CodingError(f"stage {stage}: non-finite entropy parameters (corrupt data or model)")
-        centre = np.sum(means * weights, axis=-1)
+        centre = packed[0].astype(np.float64)
         if np.abs(centre).max(initial=0.0) > 2.0**30:
             raise coding.CodingError(
                 f"stage {stage}: entropy parameters out of range (corrupt data or model)"
             )
-        if self.config.rounding == Rounding.Y:
-            centre = np.round(centre)  # symbols are round(y) - centre: y_hat = round(y)
-        models = coding.ElementModels(means - centre[:, None], scales, weights)
+        models = coding.ElementModels(packed[2:], packed[1].astype(np.int64))
         return rows, cols, models, centre
 
     def _code_latent(self, hyper, latent_shape: tuple[int, int], watch: _Stopwatch,

@@ -5,19 +5,21 @@ parameters and streams, not networks.
 
 - A symbol is an integer offset `q` from an element's centre. Each element's
   table covers `-T..T`, T a power of two derived from its own (quantized)
-  parameters (`table_half_widths`); the two end bins also hold the tails'
+  parameters (`coding_parameters`); the two end bins also hold the tails'
   mass and act as *escapes*: an element coded in an end bin is followed by its excess `|q| - T >= 0` (an
   Elias-gamma-like code in the same stream), so every value is encodable and
   nothing is ever clipped.
 - y tables: a mixture of K Gaussians per element (Lin et al. 2023, Eq. 3;
-  Cheng et al. 2020), integrated over unit bins in float64 and handed to
-  `Categorical(perfect=False)` in chunks of `CHUNK` elements (a 512x768
+  Cheng et al. 2020), integrated over unit bins by one compiled, fused
+  function (float32 erfc, `mixture_pmf`) and handed to
+  `Categorical(perfect=False)` in blocks of `CHUNK` elements (a 512x768
   image's full table would take ~150 MB); with K = 1 constriction's own
   `QuantizedGaussian` does it faster.
 - Before any table is built the parameters are quantized to a grid (means and
-  log-scales to 2^-10, weights to 2^-14): the encoder and the decoder compute
-  them with the same compiled function on the same inputs, so on one platform
-  they agree bit for bit; across platforms (another CPU instruction set,
+  log-scales to 2^-10, weights to 2^-14) by `coding_parameters`, inside the
+  compiled stage function: the encoder and the decoder compute them with the
+  same compiled functions on the same inputs, so on one platform they agree
+  bit for bit; across platforms (another CPU instruction set,
   another jaxlib) a last-bit difference in a parameter rarely moves it to
   another grid point. Guaranteed: such a divergence is *detected* (each
   stream stores a CRC32 of its decoded symbols, and a stream must be consumed
@@ -29,12 +31,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import operator
 import zlib
 from collections.abc import Iterator
 
 import constriction
+import jax
+import jax.numpy as jnp
 import numpy as np
-from scipy.special import ndtr
 
 # The model options the streams depend on; the file header names them (coder id 1).
 CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
@@ -43,7 +48,7 @@ PARAM_GRID_EXPONENT = 10  # means and log-scales on a 2^-10 grid
 WEIGHT_GRID_EXPONENT = 14  # mixture weights on a 2^-14 grid
 MAX_HALF_WIDTH = 64  # largest T: tables of at most 129 bins
 TABLE_SCALES = 6.0  # tables reach this many scales beyond each component's mean
-CHUNK = 16384  # elements per block of explicit tables
+CHUNK = 1 << 15  # elements per block of explicit tables (17 MB at T = 64)
 # Escapes: the excess e is coded as b = bit_length(e + 1) - 1 under p(b) ~ 2^-(b+1),
 # then the b low bits of e + 1 as two uniform symbols of at most 12 bits.
 MAX_ESCAPE_BITS = 24
@@ -59,55 +64,145 @@ class CodingError(ValueError):
 class ElementModels:
     """Quantized entropy parameters of E elements, relative to their centres.
 
-    means, scales, weights: (E, K) float64; the table of element e is the
-    mixture's mass on the bins `q +- 1/2`, q = -T..T, with tails folded in.
+    params: (3K, E) float32, rows the K means, K scales and K weights
+    (`coding_parameters`' rows after the centre and T); half_widths: (E,)
+    each element's T. The table of element e is the mixture's mass on the
+    bins `q +- 1/2`, q = -T..T, with tails folded in. Elements run along the
+    minor axis, the one that compiled table building vectorizes.
     """
 
-    means: np.ndarray
-    scales: np.ndarray
-    weights: np.ndarray
+    params: np.ndarray
+    half_widths: np.ndarray
+
+    @classmethod
+    def from_arrays(cls, means, scales, weights) -> ElementModels:
+        """Models of (E, K) parameters given relative to centre 0, quantized (for tests and tools)."""
+        means, scales, weights = quantize_parameters(*(np.asarray(a).T for a in (means, scales, weights)))
+        params = np.concatenate([np.asarray(a) for a in (means, scales, weights)])
+        return cls(params, np.asarray(table_half_widths(means, scales)).astype(np.int64))
+
+    @property
+    def num_components(self) -> int:
+        return self.params.shape[0] // 3
+
+    @property
+    def means(self) -> np.ndarray:
+        """(E, K)"""
+        return self.params[: self.num_components].T
+
+    @property
+    def scales(self) -> np.ndarray:
+        """(E, K)"""
+        return self.params[self.num_components : 2 * self.num_components].T
+
+    @property
+    def weights(self) -> np.ndarray:
+        """(E, K)"""
+        return self.params[2 * self.num_components :].T
 
     def __len__(self) -> int:
-        return len(self.means)
+        return self.params.shape[1]
 
     def take(self, index) -> ElementModels:
-        return ElementModels(self.means[index], self.scales[index], self.weights[index])
+        return ElementModels(self.params[:, index], self.half_widths[index])
 
 
-def quantize_parameters(means, scales, weights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Parameters snapped to the coding grid, so tiny float differences rarely matter."""
-    grid, weight_grid = 2.0**-PARAM_GRID_EXPONENT, 2.0**-WEIGHT_GRID_EXPONENT
-    means = np.round(np.asarray(means, np.float64) / grid) * grid
-    scales = np.exp(np.round(np.log(np.asarray(scales, np.float64)) / grid) * grid)
-    weights = np.round(np.asarray(weights, np.float64) / weight_grid) * weight_grid
-    weights = np.maximum(weights, weight_grid)
-    return means, scales, weights / weights.sum(-1, keepdims=True)
+def quantize_parameters(means, scales, weights) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(K, ...) parameters snapped to the coding grid, so tiny float differences rarely matter."""
+    grid, weight_grid = 2.0**PARAM_GRID_EXPONENT, 2.0**WEIGHT_GRID_EXPONENT
+    means = jnp.round(jnp.asarray(means, jnp.float32) * grid) / grid
+    scales = jnp.exp(jnp.round(jnp.log(jnp.asarray(scales, jnp.float32)) * grid) / grid)
+    weights = jnp.maximum(jnp.round(jnp.asarray(weights, jnp.float32) * weight_grid), 1.0)
+    return means, scales, weights / _sum_components(weights)
+
+
+def _sum_components(x: jax.Array) -> jax.Array:
+    """Sum over the (few) leading rows as elementwise adds: XLA:CPU reduces a short
+    major axis an order of magnitude slower than it adds."""
+    return functools.reduce(operator.add, x)
+
+
+def table_half_widths(means: jax.Array, scales: jax.Array) -> jax.Array:
+    """(...) each element's T: the power of two (1..64) covering every component's mean +- 6 scales.
+
+    (K, ...) means relative to the element's centre, and scales. Found by
+    comparisons, not a logarithm; a narrow table (most channels of a trained
+    model are nearly deterministic) costs the coder little, and the rare
+    value beyond it escapes.
+    """
+    reach = functools.reduce(jnp.maximum, jnp.abs(means) + TABLE_SCALES * scales)  # over the K rows
+    powers_below = sum((reach > 2.0**j).astype(jnp.float32) for j in range(int(np.log2(MAX_HALF_WIDTH))))
+    return 2.0**powers_below
+
+
+def coding_parameters(
+    means: jax.Array, scales: jax.Array, weights: jax.Array, round_centre: bool
+) -> jax.Array:
+    """Each element's coding parameters, packed for one transfer: (2 + 3K, ...) float32.
+
+    From (K, ...) means, scales and weights. Rows: the centre (the mixture
+    mean of the quantized parameters, rounded to an integer when
+    `round_centre`), the table half-width T, then the K means relative to the
+    centre, the K scales and the K weights. Component-major, so that every
+    row is contiguous. Traceable: the codec runs it inside the compiled stage
+    function, so the encoder and the decoder get the very same bits.
+    """
+    means, scales, weights = quantize_parameters(means, scales, weights)
+    centre = _sum_components(means * weights)
+    if round_centre:
+        centre = jnp.round(centre)
+    means = means - centre
+    half_width = table_half_widths(means, scales)
+    return jnp.concatenate([centre[None], half_width[None], means, scales, weights])
+
+
+def _table_rows(count: int) -> int:
+    """Elements a table block is padded to (256 .. CHUNK; 2^j or 3 * 2^(j-1)): few shapes, few compiles."""
+    power = 1 << max(8, int(count - 1).bit_length())
+    return min(CHUNK, max(256, 3 * power // 4 if 3 * power // 4 >= count else power))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _mixture_pmf(half_width: int, params: jax.Array) -> jax.Array:
+    k = params.shape[0] // 3  # (3K, E): elements along the minor axis, which XLA vectorizes
+    edges = np.arange(-half_width, half_width) + 0.5  # bin q is [q - 1/2, q + 1/2); the end bins are open
+    bin_low = np.concatenate([[-np.inf], edges]).astype(np.float32)[:, None]  # (2T + 1, 1)
+    bin_high = np.concatenate([edges, [np.inf]]).astype(np.float32)[:, None]
+    pmf = jnp.zeros((len(bin_low), params.shape[1]), jnp.float32)
+    for c in range(k):
+        mean, scale, weight = params[c], params[k + c], params[2 * k + c]
+        low, high = (bin_low - mean) / scale, (bin_high - mean) / scale
+        # A bin above the mean as the difference of its two upper tails: accurate even where the
+        # CDF is within float32 resolution of 1, which a difference of CDFs is not.
+        above = low >= 0
+        upper, lower = jnp.where(above, -low, high), jnp.where(above, -high, low)
+        pmf = pmf + weight * (_normal_cdf(upper) - _normal_cdf(lower))
+    return jnp.maximum(pmf, 0.0).T  # (E, 2T + 1)
+
+
+def _normal_cdf(x: jax.Array) -> jax.Array:
+    return 0.5 * jax.lax.erfc(x * np.float32(-np.sqrt(0.5)))
 
 
 def mixture_pmf(half_width: int, models: ElementModels) -> np.ndarray:
-    """(E, 2T + 1) probabilities of q = -T..T; the end bins hold the tails."""
-    edges = np.arange(-half_width, half_width, dtype=np.float64) + 0.5  # 2T inner edges
-    z = (edges[None, :, None] - models.means[:, None, :]) / models.scales[:, None, :]
-    cdf = np.einsum("erk,ek->er", ndtr(z), models.weights)
-    ends = np.zeros((len(models), 1)), np.ones((len(models), 1))
-    return np.maximum(np.diff(np.concatenate([ends[0], cdf, ends[1]], axis=1), axis=1), 0.0)
+    """(E, 2T + 1) float32 probabilities of q = -T..T; the end bins hold the tails.
+
+    Computed by one compiled, fused function (float32 erfc) in blocks of at
+    most `CHUNK` elements, each padded to one of a few sizes; an element's
+    values do not depend on the others of its block.
+    """
+    out = []
+    for start in range(0, len(models), CHUNK):
+        block = models.params[:, start : start + CHUNK]
+        padded = np.ones((block.shape[0], _table_rows(block.shape[1])), np.float32)  # harmless unit scales
+        padded[:, : block.shape[1]] = block
+        out.append(np.asarray(_mixture_pmf(half_width, padded))[: block.shape[1]])
+    return np.concatenate(out) if out else np.zeros((0, 2 * half_width + 1), np.float32)
 
 
 def symbol_crc(symbols: np.ndarray, crc: int = 0) -> int:
     """CRC32 of int32 little-endian symbols, chained over calls."""
     return zlib.crc32(np.ascontiguousarray(symbols, "<i4").tobytes(), crc)
-
-
-def table_half_widths(models: ElementModels) -> np.ndarray:
-    """(E,) each element's own T: a power of two covering every component's mean +- 6 scales.
-
-    A function of the quantized parameters only, so the decoder derives the
-    same widths; a narrow table (most channels of a trained model are nearly
-    deterministic) costs the coder little, and the rare value beyond it escapes.
-    """
-    reach = np.max(np.abs(models.means) + TABLE_SCALES * models.scales, axis=1)
-    exponent = np.ceil(np.log2(np.maximum(reach, 1.0)))
-    return (2 ** np.minimum(exponent, np.log2(MAX_HALF_WIDTH))).astype(np.int64)
 
 
 # --------------------------------------------------------------------------
@@ -120,17 +215,17 @@ def _code_bins(coder, half_width: int, models: ElementModels, bins: np.ndarray |
     t = half_width
     if not len(models):
         return np.zeros(0, np.int32)
-    if models.means.shape[1] == 1:  # one Gaussian: constriction's own model.
+    if models.num_components == 1:  # one Gaussian: constriction's own model.
         model = constriction.stream.model.QuantizedGaussian(-t, t)
-        means, scales = models.means[:, 0], models.scales[:, 0]
+        means, scales = models.params[0].astype(np.float64), models.params[1].astype(np.float64)
         if bins is None:
             return np.asarray(coder.decode(model, means, scales), np.int32) + t
         coder.encode((bins - t).astype(np.int32), model, means, scales)
         return bins
     out = []
-    for start in range(0, len(models), CHUNK):
+    for start in range(0, len(models), CHUNK):  # a block's tables at a time, not the whole stage's
         block = slice(start, start + CHUNK)
-        pmf = mixture_pmf(t, models.take(block)).astype(np.float32)
+        pmf = mixture_pmf(t, models.take(block))
         if bins is None:
             out.append(np.asarray(coder.decode(CATEGORICAL, pmf), np.int32))
         else:
@@ -170,14 +265,22 @@ def _decode_escapes(decoder, count: int) -> np.ndarray:
     return value - 1
 
 
+def width_groups(models: ElementModels) -> list[tuple[int, np.ndarray]]:
+    """(T, element indices) per table width, T ascending, elements in order within each."""
+    order = np.argsort(models.half_widths, kind="stable")
+    widths = models.half_widths[order]
+    starts = np.flatnonzero(np.diff(widths)) + 1
+    return [
+        (int(widths[part[0]]), order[part]) for part in np.split(np.arange(len(order)), starts) if len(part)
+    ]
+
+
 def encode_offsets(encoder, offsets: np.ndarray, models: ElementModels) -> None:
     """Appends the symbols `offsets` (E,) of `models` to a range encoder, by table width."""
-    widths = table_half_widths(models)
-    for t in np.unique(widths):
-        pick = widths == t
-        bins = np.clip(offsets[pick], -t, t) + t
-        _code_bins(encoder, int(t), models.take(pick), bins)
-        _encode_escapes(encoder, np.abs(offsets[pick][(bins == 0) | (bins == 2 * t)]) - t)
+    for t, index in width_groups(models):
+        bins = np.clip(offsets[index], -t, t) + t
+        _code_bins(encoder, t, models.take(index), bins)
+        _encode_escapes(encoder, np.abs(offsets[index][(bins == 0) | (bins == 2 * t)]) - t)
 
 
 @contextlib.contextmanager
@@ -193,14 +296,12 @@ def invalid_data_as_coding_error(what: str) -> Iterator[None]:
 
 def decode_offsets(decoder, models: ElementModels) -> np.ndarray:
     """The next len(models) symbols of a range decoder (int64)."""
-    widths = table_half_widths(models)
     offsets = np.zeros(len(models), np.int64)
-    for t in np.unique(widths):
-        pick = widths == t
-        part = _code_bins(decoder, int(t), models.take(pick), None).astype(np.int64) - t
+    for t, index in width_groups(models):
+        part = _code_bins(decoder, t, models.take(index), None).astype(np.int64) - t
         at_end = np.abs(part) == t
         part[at_end] += np.sign(part[at_end]) * _decode_escapes(decoder, int(at_end.sum()))
-        offsets[pick] = part
+        offsets[index] = part
     return offsets
 
 

@@ -24,6 +24,8 @@ traced value, so one compilation serves every stage.
 from __future__ import annotations
 
 import functools
+import math
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -37,6 +39,38 @@ from mscm_jax.schedules import Schedule, StagePlan
 @functools.lru_cache(maxsize=64)
 def cached_stage_plan(schedule: Schedule, latent_h: int, latent_w: int) -> StagePlan:
     return schedule.stage_plan(latent_h, latent_w)
+
+
+TAP_GRANULARITY = 8  # stages read their context taps in multiples of this: few shapes, few compilations
+
+
+class StageKernel(NamedTuple):
+    """One stage's context weights at the window taps it reads.
+
+    kernel: (t, M, D) the weights of those taps; taps: (t,) their indices in
+    the row-major k x k window; context: (P, t) whether tap i is context for
+    entry p (the padding taps, and taps another entry needs, are not).
+    """
+
+    kernel: jax.Array
+    taps: jax.Array
+    context: jax.Array
+
+
+def stage_taps(plan: StagePlan, stage: int) -> tuple[np.ndarray, np.ndarray]:
+    """The window taps stage `stage` reads: indices (t,) and their (P, t) context mask.
+
+    The taps that are context for any of the stage's entries, padded with
+    others (masked out) to a multiple of `TAP_GRANULARITY`, so a schedule's
+    stages fall into a few shapes. A decoder that reads these taps only does
+    about half the context work of reading the whole window (each pair of
+    neighbours is context once, for the later of the two).
+    """
+    mask = plan.tap_mask[stage] & plan.valid[stage][:, None]  # (P, k*k)
+    used = np.flatnonzero(mask.any(axis=0))
+    size = min(-(-len(used) // TAP_GRANULARITY) * TAP_GRANULARITY, mask.shape[1])
+    taps = np.concatenate([used, np.setdiff1d(np.arange(mask.shape[1]), used)[: size - len(used)]])
+    return taps.astype(np.int32), mask[:, taps]
 
 
 # --------------------------------------------------------------------------
@@ -131,15 +165,22 @@ def scatter_all_stages(plan: StagePlan, per_stage: jax.Array) -> jax.Array:
 
 
 def stage_context(
-    plan: StagePlan, kernel: jax.Array, stage: jax.Array, y_hat: jax.Array, bias: jax.Array | None = None
+    plan: StagePlan,
+    kernel: jax.Array | StageKernel,
+    stage: jax.Array,
+    y_hat: jax.Array,
+    bias: jax.Array | None = None,
 ) -> jax.Array:
     """Context features of stage `stage`'s elements: (P, B, h, w, D).
 
     Args:
       plan: static tables of the schedule on this latent size.
-      kernel: (k, k, M, D) the stage's context weights (cross-correlation, as
-        PyTorch's `conv2d`); the caller picks the stage's set
-        (`plan.weight_index`), so a decoder can split the sets once up front.
+      kernel: the stage's context weights (cross-correlation, as PyTorch's
+        `conv2d`): either the whole window (k, k, M, D), masked by
+        `plan.tap_mask`, or a `StageKernel` of the taps the stage reads
+        (`stage_taps`; same result, about half the work). The caller picks
+        the stage's set (`plan.weight_index`), so a decoder can split the
+        sets once up front.
       stage: scalar int, may be traced.
       y_hat: (B, H, W, M) latent; elements of stage >= `stage` may hold
         anything (they are masked out, not multiplied by zero, so even NaN
@@ -147,23 +188,27 @@ def stage_context(
       bias: optional (D,) added where the stage has context (CompressAI's
         serial `MaskedConv2d` has one; the MSCM authors' convolutions do not).
     """
-    k, d = kernel.shape[0], kernel.shape[-1]
-    half = k // 2
+    window = plan.tap_mask.shape[-1]
+    k = math.isqrt(window)
+    if not isinstance(kernel, StageKernel):
+        kernel = StageKernel(
+            kernel.reshape(window, *kernel.shape[2:]), jnp.arange(window), jnp.asarray(plan.tap_mask)[stage]
+        )
+    taps, d = kernel.kernel.shape[0], kernel.kernel.shape[-1]
     b, m = y_hat.shape[0], y_hat.shape[-1]
     (h, w), p_max = plan.grid, plan.max_positions
-    masks = jnp.asarray(plan.tap_mask)[stage]  # (P, k*k)
 
     def context(y_hat):
         # Window tap (dy, dx) of element (u, v) sits at padded row r0 + n u + dy.
-        padded = _pad_for_stages(y_hat, plan, half)
+        padded = _pad_for_stages(y_hat, plan, k // 2)
         rows, cols = _stage_indices(plan, stage)
-        taps_r = rows[:, :, None] + jnp.arange(k)  # (P, h, k)
-        taps_c = cols[:, :, None] + jnp.arange(k)  # (P, w, k)
-        # One gather of all taps of all the stage's elements: (B, P, h, w, k, k, M).
-        taps = padded[:, taps_r[:, :, None, :, None], taps_c[:, None, :, None, :]]
-        taps = jnp.where(masks.reshape(1, p_max, 1, 1, k, k, 1), taps, 0.0)
-        taps = taps.reshape(b, p_max, h, w, k * k * m)
-        out = jnp.einsum("bphwi,id->pbhwd", taps, kernel.reshape(k * k * m, d).astype(taps.dtype))
+        taps_r = rows[:, :, None] + kernel.taps // k  # (P, h, t)
+        taps_c = cols[:, :, None] + kernel.taps % k  # (P, w, t)
+        # One gather of the taps of all the stage's elements: (B, P, h, w, t, M).
+        values = padded[:, taps_r[:, :, None, :], taps_c[:, None, :, :]]
+        values = jnp.where(kernel.context.reshape(1, p_max, 1, 1, taps, 1), values, 0.0)
+        values = values.reshape(b, p_max, h, w, taps * m)
+        out = jnp.einsum("bphwi,id->pbhwd", values, kernel.kernel.reshape(taps * m, d).astype(values.dtype))
         if bias is not None:
             out = out + bias.astype(out.dtype)
         return out.astype(y_hat.dtype)
@@ -171,13 +216,15 @@ def stage_context(
     def no_context(y_hat):
         return jnp.zeros((p_max, b, h, w, d), y_hat.dtype)
 
+    if taps == 0:  # a decoder's stage without context reads nothing
+        return no_context(y_hat)
     # Stage 0 (and any stage without earlier neighbours) skips the work.
-    return jax.lax.cond(masks.any(), context, no_context, y_hat)
+    return jax.lax.cond(kernel.context.any(), context, no_context, y_hat)
 
 
 def stage_network_inputs(
     plan: StagePlan,
-    kernels: jax.Array,
+    kernels: jax.Array | StageKernel,
     stage: jax.Array,
     y_hat: jax.Array,
     hyper: jax.Array,
@@ -188,13 +235,13 @@ def stage_network_inputs(
     The hyperprior features (2M) of the stage's elements followed by their
     context (2M; zeros at stage 0), the order of Minnen 2018 and the MSCM code.
     `kernels` is either all weight sets (num_sets, k, k, M, D), from which the
-    stage's is picked, or the stage's own set (k, k, M, D); `biases`, if any,
-    likewise (num_sets, D) or (D,).
+    stage's is picked, or the stage's own set (k, k, M, D) or `StageKernel`;
+    `biases`, if any, likewise (num_sets, D) or (D,).
     """
     bias = None
     if biases is not None and biases.size:
         bias = biases if biases.ndim == 1 else biases[jnp.asarray(plan.weight_index)[stage]]
-    if kernels.ndim == 5:
+    if not isinstance(kernels, StageKernel) and kernels.ndim == 5:
         if kernels.shape[0] == 0:  # `hyperprior`: no context weights at all.
             kernels = jnp.zeros(kernels.shape[1:], kernels.dtype)
         else:
@@ -275,13 +322,14 @@ class MultistageContext(nn.Module):
         return cached_stage_plan(self.schedule, latent_h, latent_w)
 
     def decode_stage(
-        self, stage: jax.Array, y_hat: jax.Array, hyper: jax.Array, stage_kernel: jax.Array | None = None
+        self, stage: jax.Array, y_hat: jax.Array, hyper: jax.Array, stage_kernel: StageKernel | None = None
     ) -> jax.Array:
         """Raw entropy parameters of stage `stage`'s elements: (P, B, h, w, out).
 
-        `stage_kernel` (k, k, M, 2M), when given, replaces the stage's slice of
+        `stage_kernel`, when given, replaces the stage's slice of
         `context_kernel`: a decoder that splits the sets once (`stage_kernels`)
-        saves copying them out of the stack at every stage.
+        saves copying them out of the stack at every stage, and reads only
+        the stage's context taps.
         """
         plan = self.plan(*y_hat.shape[1:3])
         kernels, biases = self.context_kernel, self.context_bias
@@ -292,12 +340,27 @@ class MultistageContext(nn.Module):
         inputs = stage_network_inputs(plan, kernels, stage, y_hat, hyper, biases)
         return self.parameter_network(inputs)
 
-    def stage_kernels(self, latent_h: int, latent_w: int) -> list[jax.Array]:
-        """Each stage's (k, k, M, 2M) context weights (zeros where it has none)."""
+    def stage_kernels(self, latent_h: int, latent_w: int) -> list[StageKernel]:
+        """Each stage's `StageKernel`: its context weights at the taps it reads (`stage_taps`).
+
+        Stages with the same weight set and taps share one (`serial`'s H*W stages share one).
+        """
         plan = self.plan(latent_h, latent_w)
-        if plan.num_weight_sets == 0:
-            return [jnp.zeros(self.context_kernel.shape[1:])] * plan.num_stages
-        return [self.context_kernel[int(i)] for i in plan.weight_index]
+        m, d = self.context_kernel.shape[-2:]
+        window = plan.tap_mask.shape[-1]
+        shared, out = {}, []
+        for s in range(plan.num_stages):
+            taps, context = stage_taps(plan, s)
+            weight_set = int(plan.weight_index[s]) if plan.num_weight_sets else -1
+            key = (weight_set, taps.tobytes(), context.tobytes())
+            if key not in shared:
+                if weight_set < 0:  # no context weights: no taps either
+                    kernel = jnp.zeros((len(taps), m, d), self.context_kernel.dtype)
+                else:
+                    kernel = self.context_kernel[weight_set].reshape(window, m, d)[taps]
+                shared[key] = StageKernel(kernel, jnp.asarray(taps), jnp.asarray(context))
+            out.append(shared[key])
+        return out
 
     def all_stages(self, y_hat: jax.Array, hyper: jax.Array) -> jax.Array:
         """Raw entropy parameters of every latent element: (B, H, W, out).

@@ -20,7 +20,9 @@ gradient.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import operator
 from typing import Any
 
 import flax.linen as nn
@@ -161,7 +163,8 @@ def gaussian_mass(values: jax.Array, means: jax.Array, scales: jax.Array) -> jax
 
 @dataclasses.dataclass(frozen=True)
 class ConditionalParams:
-    """Per-element distribution parameters; components on the last axis (K)."""
+    """Per-element distribution parameters; components on the last axis (K),
+    or on the first (`GaussianMixtureConditional.split_components_first`)."""
 
     means: jax.Array
     scales: jax.Array
@@ -194,21 +197,28 @@ class GaussianMixtureConditional:
 
     def split(self, raw: jax.Array) -> ConditionalParams:
         """Network output (..., P) -> parameters of shape (..., M, K)."""
+        return jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), self.split_components_first(raw))
+
+    def split_components_first(self, raw: jax.Array) -> ConditionalParams:
+        """Network output (..., P) -> parameters of shape (K, ..., M).
+
+        The layout a coder wants (each component's values contiguous). The
+        softmax over K is written as elementwise operations on the K slices,
+        which XLA:CPU runs many times faster than a reduction over a short axis.
+        """
         k = self.num_components
         chunks = 2 if k == 1 else 3
         m = raw.shape[-1] // (chunks * k)
-
-        def components(chunk: jax.Array) -> jax.Array:
-            return jnp.moveaxis(chunk.reshape(*chunk.shape[:-1], k, m), -2, -1)
-
-        parts = jnp.split(raw.astype(jnp.float32), chunks, axis=-1)
-        scales = lower_bound(components(parts[0]), self.scale_bound)
-        means = components(parts[1])
+        parts = jnp.moveaxis(raw.astype(jnp.float32).reshape(*raw.shape[:-1], chunks, k, m), (-3, -2), (0, 1))
+        scales = lower_bound(parts[0], self.scale_bound)
+        means = parts[1]
         if k == 1:
-            weights = jnp.ones_like(means)
-        else:
-            weights = jax.nn.softmax(components(parts[2]), axis=-1)
-        return ConditionalParams(means=means, scales=scales, weights=weights)
+            return ConditionalParams(means=means, scales=scales, weights=jnp.ones_like(means))
+        top = functools.reduce(jnp.maximum, parts[2])
+        exps = jnp.exp(parts[2] - top)
+        return ConditionalParams(
+            means=means, scales=scales, weights=exps / functools.reduce(operator.add, exps)
+        )
 
     def likelihood(self, values: jax.Array, params: ConditionalParams) -> jax.Array:
         """P(values) for values (..., M), lower-bounded."""

@@ -24,7 +24,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from mscm_jax.context import MultistageContext, read_stage, write_stage
+from mscm_jax.context import MultistageContext, StageKernel, read_stage, write_stage
 from mscm_jax.entropy_models import (
     DeepFactorized,
     GaussianMixtureConditional,
@@ -210,12 +210,13 @@ class CompressionModel(nn.Module):
         return self.h_s(z_hat).astype(jnp.float32)
 
     def decode_stage(
-        self, stage: jax.Array, y_hat: jax.Array, hyper: jax.Array, stage_kernel: jax.Array | None = None
+        self, stage: jax.Array, y_hat: jax.Array, hyper: jax.Array, stage_kernel: StageKernel | None = None
     ) -> jax.Array:
         """Raw entropy parameters of one stage's elements (P, B, h, w, out).
 
-        `stage_kernel`: the stage's context weights, split once by the caller
-        (`MultistageContext.stage_kernels`) instead of sliced at every stage.
+        `stage_kernel`: the stage's context weights at the taps it reads, split
+        once by the caller (`MultistageContext.stage_kernels`) instead of
+        sliced at every stage.
         """
         return self.context.decode_stage(stage, y_hat, hyper, stage_kernel)
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy.special import ndtr
 
 from mscm_jax import coding
 
@@ -10,7 +11,7 @@ def _models(rng, count, k):
     means = rng.normal(size=(count, k)) * 2
     scales = np.exp(rng.normal(size=(count, k)) - 1)
     weights = rng.dirichlet(np.ones(k), size=count)
-    return coding.ElementModels(*coding.quantize_parameters(means, scales, weights))
+    return coding.ElementModels.from_arrays(means, scales, weights)
 
 
 def _round_trip(offsets, models):
@@ -41,17 +42,52 @@ def test_values_beyond_the_escape_range_are_an_error_not_a_clip():
 
 
 def test_table_widths_follow_the_parameters():
-    models = coding.ElementModels(
-        means=np.array([[0.0], [0.0], [3.0], [0.0]]), scales=np.array([[0.11], [2.0], [0.2], [500.0]]),
-        weights=np.ones((4, 1)),
-    )  # fmt: skip
-    np.testing.assert_array_equal(coding.table_half_widths(models), [1, 16, 8, coding.MAX_HALF_WIDTH])
+    widths = coding.table_half_widths(
+        means=np.array([[0.0, 0.0, 3.0, 0.0, 0.0]]), scales=np.array([[0.11, 2.0, 0.2, 500.0, 1 / 6]])
+    )  # (K = 1, E = 5)
+    np.testing.assert_array_equal(widths, [1, 16, 8, coding.MAX_HALF_WIDTH, 1])
+
+
+def test_coding_parameters_quantize_and_centre():
+    means, scales = np.array([[0.3001, 2.7], [-4.2, 7.0]]), np.array([[0.5, 1.0], [0.2, 0.2]])  # (E, K)
+    weights = np.array([[0.5, 0.5], [1.0, 0.0]])
+    packed = np.asarray(coding.coding_parameters(means.T, scales.T, weights.T, round_centre=True))
+    centre, half_width, rel = packed[0], packed[1], packed[2:4].T
+    np.testing.assert_array_equal(
+        centre, [2.0, -4.0]
+    )  # mixture means 1.5 and -4.2 (weight 2^-14 on 7), rounded
+    np.testing.assert_array_equal(rel * 1024, np.round(rel * 1024))  # on the 2^-10 grid
+    np.testing.assert_allclose(rel[0], [0.3001 - 2, 0.7], atol=2**-11)
+    np.testing.assert_array_equal(half_width, [8, 16])  # reach 0.7 + 6 and 11 + 1.2
+    assert packed[7, 1] == np.float32(2.0**-14 / (1 + 2.0**-14))  # a zero weight keeps the smallest grid step
+
+
+def _reference_pmf(half_width, models):
+    """float64 normal CDFs: what the float32 tables must match."""
+    edges = np.arange(-half_width, half_width) + 0.5
+    z = (edges[None, :, None] - models.means[:, None, :].astype(np.float64)) / models.scales[:, None, :]
+    cdf = np.einsum("erk,ek->er", ndtr(z), models.weights.astype(np.float64))
+    return np.diff(
+        np.concatenate([np.zeros((len(models), 1)), cdf, np.ones((len(models), 1))], axis=1), axis=1
+    )
+
+
+@pytest.mark.parametrize("half_width", [1, 8, 64])
+def test_mixture_tables_match_float64_and_keep_their_tails(half_width):
+    models = _models(np.random.default_rng(half_width), 700, 3)  # 700 rows: one padded block
+    pmf, reference = coding.mixture_pmf(half_width, models), _reference_pmf(half_width, models)
+    assert pmf.dtype == np.float32 and pmf.shape == (700, 2 * half_width + 1)
+    np.testing.assert_allclose(pmf, reference, atol=3e-7)
+    tails = (reference > 1e-30) & (reference < 1e-4)  # bins where a difference of CDFs would be all noise
+    assert np.median(np.abs(pmf[tails] / reference[tails] - 1)) < 1e-4
 
 
 def test_mixture_tables_fold_tails_into_the_end_bins():
-    models = coding.ElementModels(np.array([[0.3, 5.0]]), np.array([[0.5, 2.0]]), np.array([[0.5, 0.5]]))
+    models = coding.ElementModels.from_arrays(
+        np.array([[0.3, 5.0]]), np.array([[0.5, 2.0]]), np.array([[0.5, 0.5]])
+    )
     pmf = coding.mixture_pmf(2, models)
-    np.testing.assert_allclose(pmf.sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(pmf.sum(1), 1.0, rtol=1e-6)
     assert pmf[0, -1] > 0.3  # the component at 5 sits in the last (folded) bin
 
 
