@@ -145,7 +145,7 @@ class _Compiled:
         self.compile_seconds = 0.0
 
     def __call__(self, name: str, *args):
-        key = (name, *((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in jax.tree.leaves(args)))
+        key = (name, *((np.shape(a), getattr(a, "dtype", type(a))) for a in jax.tree.leaves(args)))
         compiled = self._cache.get(key)
         if compiled is None:
             start = time.perf_counter()
@@ -246,6 +246,7 @@ class Codec:
         self._context_params = {"params": {"context": self.params["params"]["context"]}}
         self._compiled = _Compiled(self._functions())
         self._kernels: dict[tuple[int, int], list] = {}
+        self._elements: dict[tuple[int, int], list] = {}
 
     # -- loading and export ---------------------------------------------------
 
@@ -302,6 +303,15 @@ class Codec:
             )
         return self._kernels[(h, w)]
 
+    def _stage_elements(self, plan: StagePlan) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """Per stage: latent rows and columns of its elements, and its entry mask (None: all entries)."""
+        if plan.latent_shape not in self._elements:
+            self._elements[plan.latent_shape] = [
+                (*plan.element_coordinates(s), None if plan.element_mask(s).all() else plan.element_mask(s))
+                for s in range(plan.num_stages)
+            ]
+        return self._elements[plan.latent_shape]
+
     def estimate(self, x: np.ndarray) -> Any:
         """The model's forward pass (Mode.EVAL) on x (H, W, 3) in [0, 1]: estimated bits, reconstruction."""
         if not hasattr(self, "_forward"):
@@ -318,10 +328,9 @@ class Codec:
                 "stage_parameters", self._context_params, np.int32(stage), y_hat[None], hyper, kernels[stage]
             )
         )
-        mask = plan.element_mask(stage)
-        rows, cols = plan.element_coordinates(stage)
+        rows, cols, mask = self._stage_elements(plan)[stage]
         # (2 + 3K, E*M), elements in (P, h, w, M) order; no copy when every entry is a latent element.
-        packed = packed.reshape(len(packed), -1) if mask.all() else packed[:, mask].reshape(len(packed), -1)
+        packed = packed.reshape(len(packed), -1) if mask is None else packed[:, mask].reshape(len(packed), -1)
         if not np.isfinite(packed).all():
             raise coding.CodingError(f"stage {stage}: non-finite entropy parameters (corrupt data or model)")
         centre = packed[0].astype(np.float64)
