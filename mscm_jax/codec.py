@@ -306,9 +306,9 @@ class Codec:
     def _stage_elements(self, plan: StagePlan) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """Per stage: latent rows and columns of its elements, and its entry mask (None: all entries)."""
         if plan.latent_shape not in self._elements:
+            masks = [plan.element_mask(s) for s in range(plan.num_stages)]
             self._elements[plan.latent_shape] = [
-                (*plan.element_coordinates(s), None if plan.element_mask(s).all() else plan.element_mask(s))
-                for s in range(plan.num_stages)
+                (*plan.element_coordinates(s), None if mask.all() else mask) for s, mask in enumerate(masks)
             ]
         return self._elements[plan.latent_shape]
 

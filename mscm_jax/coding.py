@@ -41,7 +41,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# The model options the streams depend on; the file header names them (coder id 1).
+from mscm_jax.ops import standard_normal_cdf
+
+# The model options the streams depend on; the file header names them (coder id 2).
 CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 UNIFORM = constriction.stream.model.Uniform()
 PARAM_GRID_EXPONENT = 10  # means and log-scales on a 2^-10 grid
@@ -176,12 +178,8 @@ def _mixture_pmf(half_width: int, params: jax.Array) -> jax.Array:
         # CDF is within float32 resolution of 1, which a difference of CDFs is not.
         above = low >= 0
         upper, lower = jnp.where(above, -low, high), jnp.where(above, -high, low)
-        pmf = pmf + weight * (_normal_cdf(upper) - _normal_cdf(lower))
+        pmf = pmf + weight * (standard_normal_cdf(upper) - standard_normal_cdf(lower))
     return jnp.maximum(pmf, 0.0).T  # (E, 2T + 1)
-
-
-def _normal_cdf(x: jax.Array) -> jax.Array:
-    return 0.5 * jax.lax.erfc(x * np.float32(-np.sqrt(0.5)))
 
 
 def mixture_pmf(half_width: int, models: ElementModels) -> np.ndarray:
