@@ -150,7 +150,8 @@ def _image_of_size(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return image[top : top + height, left : left + width]
 
 
-def bench_coding(args: argparse.Namespace) -> None:
+def bench_coding(args: argparse.Namespace) -> dict:
+    """Prints the `coding` table and returns its figures: {"schedules": {name: row}, "coder": ..., ...}."""
     import resource
 
     from mscm_jax.codec import Codec
@@ -184,24 +185,32 @@ def bench_coding(args: argparse.Namespace) -> None:
             decoded = codec.decompress(encoded.data)
             runs.append((encode_s, time.perf_counter() - start, decoded.timings))
         encode_s, decode_s, t = sorted(runs, key=lambda r: r[1])[len(runs) // 2]
-        rows[name] = t.entropy_coding
+        rows[name] = {"bpp": encoded.bpp, "encode_s": encode_s, "decode_s": decode_s,
+                      "entropy_decoding_s": t.entropy_coding, "stages_s": sum(t.stages),
+                      "synthesis_s": t.synthesis, "compile_s": compile_s}  # fmt: skip
         print(
             f"{name:<15}{encoded.bpp:>8.3f}{encode_s:>9.3f}{decode_s:>9.3f}{t.entropy_coding:>13.3f}"
             f"{sum(t.stages):>14.3f}{t.synthesis:>11.3f}{compile_s:>9.1f}"
         )
         if name == args.throughput_schedule:
             throughput = _coder_throughput(codec, image, decoded.y_hat)
+    report = {"schedules": rows}
     if "checkerboard" in rows and "mscm4x4-paper" in rows:
-        ratio = rows["mscm4x4-paper"] / rows["checkerboard"]
+        ratio = rows["mscm4x4-paper"]["entropy_decoding_s"] / rows["checkerboard"]["entropy_decoding_s"]
         print(f"entropy decoding mscm4x4-paper / checkerboard: {ratio:.2f}")
     if args.throughput_schedule in rows:
         ours, raw, count = throughput
+        report["coder"] = {"schedule": args.throughput_schedule, "symbols": count,
+                           "ours_symbols_per_s": count / ours,
+                           "constriction_symbols_per_s": count / raw}  # fmt: skip
         print(
             f"coder, {args.throughput_schedule}, {count} y symbols: ours (tables + coder) decode "
             f"{count / ours:,.0f} symbols/s; constriction alone on the same tables "
             f"{count / raw:,.0f} symbols/s"
         )
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    report["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"peak RSS {report['peak_rss_gib']:.2f} GiB")
+    return report
 
 
 def _coder_throughput(codec, image: np.ndarray, y_hat: np.ndarray) -> tuple[float, float, int]:
@@ -249,7 +258,8 @@ def _coder_throughput(codec, image: np.ndarray, y_hat: np.ndarray) -> tuple[floa
     return ours, raw, sum(len(symbols) for _, symbols in stages)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m mscm_jax.bench` command line (experiments reuse its `coding` arguments)."""
     parser = argparse.ArgumentParser(prog="python -m mscm_jax.bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="bench", required=True)
     p = sub.add_parser("stages", help="entropy-parameter time of all stages per schedule")
@@ -280,7 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--latent-scale", type=float, default=40.0)
     p.add_argument("--throughput-schedule", default="mscm4x4-paper")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.bench == "coding":
         bench_coding(args)
         return 0

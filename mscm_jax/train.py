@@ -37,7 +37,7 @@ from jax.sharding import PartitionSpec as P
 
 from mscm_jax.configs import ConfigError, model_config, param_groups, to_json, validate
 from mscm_jax.data import BatchLoader, centre_crop, open_sources, to_float
-from mscm_jax.models import CompressionModel, Mode, ModelConfig
+from mscm_jax.models import CompressionModel, Mode, ModelConfig, init_params
 
 # Testing hook: simulate a pre-emption by SIGKILL right after the checkpoint
 # of this step is durably written.
@@ -150,8 +150,7 @@ def make_eval_step(model: CompressionModel, lmbda: float):
 def init_state(
     model: CompressionModel, train_cfg, key: jax.Array, crop: int
 ) -> tuple[TrainState, optax.GradientTransformation]:
-    x = jnp.zeros((1, crop, crop, 3), jnp.float32)
-    params = jax.jit(lambda k: model.init({"params": k, "noise": k}, x, Mode.TRAIN))(key)
+    params = init_params(model, key, crop)
     tx = make_optimizer(train_cfg, params)
     return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), initial_ema(params, train_cfg)), tx
 

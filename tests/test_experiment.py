@@ -186,3 +186,26 @@ def test_rd_sweep_smoke_with_bd_rates(tmp_path, small_image_dir):
             "--images", str(small_image_dir)]  # fmt: skip
     assert _script("rd_sweep").main(args) == 0
     assert "| checkerboard | 4 |" in (tmp_path / "r" / "t" / "bd_rate.md").read_text()
+
+
+def test_authors_decode_cost_smoke(tmp_path, torch_python):
+    """Both sides measured and compared at a tiny size; the rebuilt authors' masks match PAPER.md's counts."""
+    script = _script("authors_decode_cost")
+    args = ["--run-name", "t", "--results", str(tmp_path), "--torch-python", str(torch_python),
+            "--height", "64", "--width", "64", "--channels", "8", "--repeats", "1"]  # fmt: skip
+    assert script.main(args) == 0
+    record = json.loads((tmp_path / "t" / "results.json").read_text())
+    authors, ours = record["authors_here"], record["ours"]["schedules"]
+    assert set(ours) == set(script.OURS) and authors["channels"] == 8
+    counts = {n: p["context_counts"] for n, p in authors["patterns"].items()}
+    assert counts == {
+        "mscm2x2": [0, 6, 10, 16],
+        "mscm4x4-paper": [0, 1, 2, 4, 5, 8, 12, 9, 11, 15, 17, 18, 21, 22, 23, 24],
+    }
+    for row in record["comparison"]:
+        theirs = authors["patterns"][row["schedule"]]["entropy_decoding_lower_bound_s"]
+        assert (
+            theirs > 0 and row["ours_vs_authors_here"] == ours[row["schedule"]]["entropy_decoding_s"] / theirs
+        )
+    readme = (tmp_path / "t" / "README.md").read_text()
+    assert "experiments/authors_decode_cost.py --run-name t" in readme and "| mscm4x4-paper |" in readme

@@ -5,7 +5,8 @@
   use under $MSCM_JAX_TORCH_VENV or ~/.cache/mscm-jax/torch-venv) runs
   tests/torch_reference/compressai_reference.py, which saves a random-weight
   model's checkpoint and its outputs; we import the checkpoint and compare.
-  A setup failure fails these tests; MSCM_JAX_SKIP_TORCH_PARITY=1 opts out.
+  A setup failure fails these tests; MSCM_JAX_SKIP_TORCH_PARITY=1 opts out
+  (the `torch_python` fixture, tests/conftest.py).
 - The MSCM authors' layout (not in CompressAI): state dicts built from
   tests/torch_reference/cheng2020-attn-gmm-multistage-*.state_dict.txt
   (their key/shape listings) at a small M, with masks written here from
@@ -15,7 +16,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import pathlib
 import re
 import subprocess
@@ -44,30 +44,10 @@ from mscm_jax.torch_import import (
 from mscm_jax.train import load_workdir_params
 
 HERE = pathlib.Path(__file__).parent / "torch_reference"
-OPT_OUT = "MSCM_JAX_SKIP_TORCH_PARITY"
 
 # --------------------------------------------------------------------------
 # Parity with CompressAI.
 # --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def torch_python() -> pathlib.Path:
-    if os.environ.get(OPT_OUT) == "1":
-        pytest.skip(f"{OPT_OUT}=1: CompressAI parity tests opted out")
-    venv = pathlib.Path(os.environ.get("MSCM_JAX_TORCH_VENV", "~/.cache/mscm-jax/torch-venv")).expanduser()
-    started = time.perf_counter()
-    env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}  # the cp311 torch wheel
-    result = subprocess.run(
-        ["bash", str(HERE / "setup_env.sh"), str(venv)], capture_output=True, text=True, timeout=1500, env=env
-    )
-    if result.returncode:
-        pytest.fail(
-            f"could not set up the PyTorch reference venv at {venv} (set {OPT_OUT}=1 to opt out):\n"
-            + (result.stdout + result.stderr)[-3000:]
-        )
-    print(f"\n[torch venv] {venv} ready in {time.perf_counter() - started:.1f} s")
-    return venv / "bin" / "python"
 
 
 @functools.cache
