@@ -197,6 +197,7 @@ def test_authors_decode_cost_smoke(tmp_path, torch_python):
     record = json.loads((tmp_path / "t" / "results.json").read_text())
     authors, ours = record["authors_here"], record["ours"]["schedules"]
     assert set(ours) == set(script.OURS) and authors["channels"] == 8
+    assert len(record["ours"]["ratio_4x4_checkerboard"]["per_repeat"]) == 1
     counts = {n: p["context_counts"] for n, p in authors["patterns"].items()}
     assert counts == {
         "mscm2x2": [0, 6, 10, 16],
