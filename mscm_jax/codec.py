@@ -451,7 +451,8 @@ class Codec:
 
     def _hyper(self, z_symbols: np.ndarray) -> jax.Array:
         z_hat = z_symbols.astype(np.float32) + self._median  # = the model's round(z - median) + median
-        return self._compiled("hyper_synthesis", self.params, jnp.asarray(z_hat[None]))
+        # Waited for: its time is the hyper phase's, not stage 0's (JAX dispatches asynchronously).
+        return self._compiled("hyper_synthesis", self.params, jnp.asarray(z_hat[None])).block_until_ready()
 
     def _header(self, height: int, width: int, crcs: tuple[int, ...]) -> bitstream.FileHeader:
         pattern = (

@@ -255,3 +255,5 @@ def test_result_accounting():
     assert result.header_bytes + result.payload_bytes == len(result.data)
     assert result.bpp == pytest.approx(8 * len(result.data) / (100 * 140))
     assert len(result.timings.stages) == 16 and result.timings.entropy_coding >= sum(result.timings.stages)
+    # The hyper-synthesis is finished within the hyper phase, not left running into stage 0's time.
+    assert codec._hyper(np.zeros((2, 3, 8), np.int64)).is_ready()
