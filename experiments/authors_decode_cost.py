@@ -29,7 +29,6 @@ import sys
 from mscm_jax import bench, experiment
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 PAPER = {  # PAPER.md, "Measured on this kind of machine"
     "mscm2x2": {"entropy_decoding_s": 0.23, "decode_s": 2.35},
     "mscm4x4-paper": {"entropy_decoding_s": 0.91, "decode_s": 2.80},
@@ -49,20 +48,6 @@ def parse_args(argv):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--latent-scale", type=float, default=6.0, help="see `bench coding`")
     return p.parse_args(argv)
-
-
-def torch_python(given: str) -> str:
-    if given:
-        return given
-    venv = os.path.expanduser(os.environ.get("MSCM_JAX_TORCH_VENV", "~/.cache/mscm-jax/torch-venv"))
-    script = os.path.join(REPO, "tests", "torch_reference", "setup_env.sh")
-    env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}  # the cp311 torch wheel
-    done = subprocess.run(["bash", script, venv], capture_output=True, text=True, env=env)
-    if done.returncode:
-        raise SystemExit(
-            f"could not set up the PyTorch venv at {venv}:\n{(done.stdout + done.stderr)[-2000:]}"
-        )
-    return os.path.join(venv, "bin", "python")
 
 
 def authors_computation(python: str, args) -> dict:
@@ -155,7 +140,10 @@ def main(argv=None) -> int:
     out = os.path.join(args.results, args.run_name)
     # Provenance first: the commit and tree state the run starts from.
     metadata = experiment.run_metadata(["experiments/authors_decode_cost.py", *argv])
-    python = torch_python(args.torch_python)  # before any timing: setting up may take minutes
+    try:  # before any timing: setting up may take minutes
+        python = args.torch_python or experiment.torch_reference_python()
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from None
     authors = authors_computation(python, args)
     ours = our_coding(args)
     record = {"run_name": args.run_name, "metadata": metadata, "authors_here": authors, "ours": ours,

@@ -79,7 +79,7 @@ class AuthorsStageLoop(nn.Module):
         return y_hat
 
 
-def best_of(fn, repeats: int) -> float:
+def median_time(fn, repeats: int) -> float:
     fn()  # warm
     times = []
     for _ in range(repeats):
@@ -115,15 +115,15 @@ def main() -> None:
         "channels": m,
         "mixtures": args.mixtures,
         "repeats": args.repeats,
-        "matmul_gflops": 2 * 2048**3 / best_of(lambda: a @ b, args.repeats) / 1e9,
-        "hyper_synthesis_s": best_of(lambda: model.h_s(z_hat), args.repeats),
-        "synthesis_s": best_of(lambda: model.g_s(y_hat), args.repeats),
+        "matmul_gflops": 2 * 2048**3 / median_time(lambda: a @ b, args.repeats) / 1e9,
+        "hyper_synthesis_s": median_time(lambda: model.h_s(z_hat), args.repeats),
+        "synthesis_s": median_time(lambda: model.g_s(y_hat), args.repeats),
         "patterns": {},
     }
     hyper = model.h_s(z_hat)
     for name in args.patterns:
         loop = AuthorsStageLoop(PATTERNS[name], m, args.mixtures, latent).eval()
-        stages_s = best_of(lambda loop=loop: loop(hyper), args.repeats)
+        stages_s = median_time(lambda loop=loop: loop(hyper), args.repeats)
         result["patterns"][name] = {
             "stages": loop.num_stages,
             "context_counts": loop.context_counts,

@@ -178,11 +178,12 @@ def bench_coding(args: argparse.Namespace) -> dict:
         codecs[name] = Codec(config, _spread_latents(params, args.transform, args.latent_scale))
         encoded = codecs[name].compress(image)  # compiles
         compile_s[name] = encoded.timings.compile + codecs[name].decompress(encoded.data).timings.compile
-    runs = {name: [] for name in codecs}
+    runs, y_hats = {name: [] for name in codecs}, {}
     for _ in range(args.repeats):
         for name, codec in codecs.items():
             start = time.perf_counter()
             encoded = codec.compress(image)
+            y_hats[name] = encoded.y_hat
             encode_s = time.perf_counter() - start
             start = time.perf_counter()
             t = codec.decompress(encoded.data).timings
@@ -211,8 +212,8 @@ def bench_coding(args: argparse.Namespace) -> dict:
             f"(median of {len(ratios)} repeats; {min(ratios):.2f}-{max(ratios):.2f})"
         )
     if args.throughput_schedule in codecs:
-        codec = codecs[args.throughput_schedule]
-        ours, raw, count = _coder_throughput(codec, image, codec.compress(image).y_hat)
+        name = args.throughput_schedule
+        ours, raw, count = _coder_throughput(codecs[name], image, y_hats[name])
         report["coder"] = {"schedule": args.throughput_schedule, "symbols": count,
                            "ours_symbols_per_s": count / ours,
                            "constriction_symbols_per_s": count / raw}  # fmt: skip

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import fcntl
 import itertools
 import os
 import platform
@@ -35,18 +36,42 @@ from mscm_jax.evaluate import ModelResult
 from mscm_jax.schedules import get_schedule
 
 PAPER_ORDER = ("serial", "mscm4x4", "mscm2x2", "checkerboard", "hyperprior")  # the paper's bpp ranking
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def torch_reference_python(timeout: float = 1500) -> str:
+    """Python of the PyTorch + CompressAI venv, made on first use (source checkouts only).
+
+    By `tests/torch_reference/setup_env.sh`, under $MSCM_JAX_TORCH_VENV or
+    ~/.cache/mscm-jax/torch-venv; the parity tests and `experiments/` share it.
+    RuntimeError with the script's output if it cannot be made.
+    """
+    venv = os.path.expanduser(os.environ.get("MSCM_JAX_TORCH_VENV", "~/.cache/mscm-jax/torch-venv"))
+    os.makedirs(os.path.dirname(venv), exist_ok=True)
+    env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}  # the cp311 torch wheel
+    script = os.path.join(REPO, "tests", "torch_reference", "setup_env.sh")
+    # Concurrent callers (pytest-xdist workers): one makes the venv, the others wait, since the
+    # script starts by removing a partial one.
+    with open(f"{venv}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = subprocess.run(
+            ["bash", script, venv], capture_output=True, text=True, timeout=timeout, env=env
+        )
+    if done.returncode:
+        raise RuntimeError(
+            f"could not set up the PyTorch reference venv at {venv}:\n{(done.stdout + done.stderr)[-3000:]}"
+        )
+    return os.path.join(venv, "bin", "python")
 
 
 def run_metadata(argv: Sequence[str] | None = None) -> dict:
     """Command, git commit (and whether the tree had changes), machine, library versions, date."""
     import jax
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
     def git(*args: str) -> str:
         try:
             return subprocess.run(
-                ["git", "-C", root, *args], capture_output=True, text=True, check=True
+                ["git", "-C", REPO, *args], capture_output=True, text=True, check=True
             ).stdout
         except (OSError, subprocess.CalledProcessError):
             return ""

@@ -4,8 +4,6 @@ import atexit
 import fcntl
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 import pytest
 
 from mscm_jax.configs import load_config
+from mscm_jax.experiment import torch_reference_python
 from mscm_jax.train import train
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.py")
@@ -59,28 +58,16 @@ def trained_workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def torch_python() -> Path:
-    """Python of the PyTorch + CompressAI venv (tests/torch_reference/setup_env.sh), made on first use.
+    """Python of the PyTorch + CompressAI venv (`experiment.torch_reference_python`), made on first use.
 
-    Under $MSCM_JAX_TORCH_VENV or ~/.cache/mscm-jax/torch-venv; a setup failure fails the tests
-    that need it, MSCM_JAX_SKIP_TORCH_PARITY=1 skips them.
+    A setup failure fails the tests that need it; MSCM_JAX_SKIP_TORCH_PARITY=1 skips them.
     """
     if os.environ.get(TORCH_OPT_OUT) == "1":
         pytest.skip(f"{TORCH_OPT_OUT}=1: tests that need PyTorch opted out")
-    venv = Path(os.environ.get("MSCM_JAX_TORCH_VENV", "~/.cache/mscm-jax/torch-venv")).expanduser()
-    venv.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}  # the cp311 torch wheel
-    setup = Path(__file__).parent / "torch_reference" / "setup_env.sh"
-    # pytest-xdist workers: one makes the venv, the others wait (the script starts by removing a partial one).
-    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        result = subprocess.run(
-            ["bash", str(setup), str(venv)], capture_output=True, text=True, timeout=1500, env=env
-        )
-    if result.returncode:
-        pytest.fail(
-            f"could not set up the PyTorch reference venv at {venv} (set {TORCH_OPT_OUT}=1 to opt out):\n"
-            + (result.stdout + result.stderr)[-3000:]
-        )
-    print(f"\n[torch venv] {venv} ready in {time.perf_counter() - started:.1f} s")
-    return venv / "bin" / "python"
+    try:
+        python = Path(torch_reference_python())
+    except RuntimeError as e:
+        pytest.fail(f"{e}\n(set {TORCH_OPT_OUT}=1 to opt out)")
+    print(f"\n[torch venv] {python.parent.parent} ready in {time.perf_counter() - started:.1f} s")
+    return python
