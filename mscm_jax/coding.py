@@ -158,10 +158,22 @@ def coding_parameters(
     return jnp.concatenate([centre[None], half_width[None], means, scales, weights])
 
 
-def _table_rows(count: int) -> int:
-    """Elements a table block is padded to (256 .. CHUNK; 2^j or 3 * 2^(j-1)): few shapes, few compiles."""
-    power = 1 << max(8, int(count - 1).bit_length())
-    return min(CHUNK, max(256, 3 * power // 4 if 3 * power // 4 >= count else power))
+def _table_pieces(count: int) -> list[tuple[int, int, int]]:
+    """(start, stop, padded size) of the pieces `mixture_pmf` splits `count` elements into.
+
+    Sizes are powers of two from 256 to `CHUNK` (few shapes, few compiles). The
+    rest pads up to the next power of two when that wastes at most an eighth
+    (or 256 elements); otherwise it is split. A 512x768 image's 4x4 stage of
+    18432 elements is 16384 + 2048, not 24576.
+    """
+    pieces, start = [], 0
+    while start < count:
+        rest = count - start
+        up = min(CHUNK, max(256, 1 << (rest - 1).bit_length()))
+        size = up if up - rest <= max(256, rest // 8) else min(CHUNK, 1 << (rest.bit_length() - 1))
+        pieces.append((start, min(count, start + size), size))
+        start += size
+    return pieces
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -185,16 +197,18 @@ def _mixture_pmf(half_width: int, params: jax.Array) -> jax.Array:
 def mixture_pmf(half_width: int, models: ElementModels) -> np.ndarray:
     """(E, 2T + 1) float32 probabilities of q = -T..T; the end bins hold the tails.
 
-    Computed by one compiled, fused function (float32 erfc) in blocks of at
-    most `CHUNK` elements, each padded to one of a few sizes; an element's
-    values do not depend on the others of its block.
+    Computed by one compiled, fused function (float32 erfc) in pieces of a
+    few padded sizes (`_table_pieces`); an element's values do not depend on
+    the others of its piece.
     """
     out = []
-    for start in range(0, len(models), CHUNK):
-        block = models.params[:, start : start + CHUNK]
-        padded = np.ones((block.shape[0], _table_rows(block.shape[1])), np.float32)  # harmless unit scales
-        padded[:, : block.shape[1]] = block
-        out.append(np.asarray(_mixture_pmf(half_width, padded))[: block.shape[1]])
+    for start, stop, size in _table_pieces(len(models)):
+        piece = models.params[:, start:stop]
+        if stop - start < size:
+            piece = np.pad(piece, ((0, 0), (0, size - (stop - start))), constant_values=1.0)  # unit scales
+        out.append(np.asarray(_mixture_pmf(half_width, piece))[: stop - start])
+    if len(out) == 1:
+        return out[0]
     return np.concatenate(out) if out else np.zeros((0, 2 * half_width + 1), np.float32)
 
 
@@ -228,7 +242,9 @@ def _code_bins(coder, half_width: int, models: ElementModels, bins: np.ndarray |
             out.append(np.asarray(coder.decode(CATEGORICAL, pmf), np.int32))
         else:
             coder.encode(bins[block].astype(np.int32), CATEGORICAL, pmf)
-    return np.concatenate(out) if bins is None else bins
+    if bins is not None:
+        return bins
+    return out[0] if len(out) == 1 else np.concatenate(out)
 
 
 def _encode_escapes(encoder, excess: np.ndarray) -> None:
@@ -263,9 +279,15 @@ def _decode_escapes(decoder, count: int) -> np.ndarray:
     return value - 1
 
 
-def width_groups(models: ElementModels) -> list[tuple[int, np.ndarray]]:
-    """(T, element indices) per table width, T ascending, elements in order within each."""
-    order = np.argsort(models.half_widths, kind="stable")
+def width_groups(models: ElementModels) -> list[tuple[int, np.ndarray | slice]]:
+    """(T, element indices) per table width, T ascending, elements in order within each.
+
+    When one width covers every element the indices are `slice(None)`: views, not copies.
+    """
+    widths = models.half_widths
+    if len(widths) and (widths == widths[0]).all():
+        return [(int(widths[0]), slice(None))]
+    order = np.argsort(widths, kind="stable")
     widths = models.half_widths[order]
     starts = np.flatnonzero(np.diff(widths)) + 1
     return [
