@@ -138,6 +138,20 @@ def _spread_latents(params, transform: str, factor: float):
     return params
 
 
+def _spread_scales(params, channels: int, mixtures: int, low: float, high: float):
+    """Sets the parameter network's scale biases to `low`..`high` (geometric) across channels.
+
+    Random weights give every element the smallest scale, so every stage has
+    one table width; a trained model's channels range from nearly
+    deterministic to wide, so its stages have several widths, and the coder
+    works in more, smaller groups.
+    """
+    dense = params["params"]["context"]["entropy_parameters"]["dense2"]
+    scales = np.tile(np.geomspace(low, high, channels), mixtures)  # the first K*M outputs are scales
+    dense["bias"] = jnp.asarray(dense["bias"]).at[: mixtures * channels].set(scales)
+    return params
+
+
 def _image_of_size(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """A centre crop of `image`, enlarged first (Lanczos) when it is smaller than asked."""
     from PIL import Image
@@ -164,10 +178,11 @@ def bench_coding(args: argparse.Namespace) -> dict:
     from mscm_jax.models import ModelConfig, init_model
 
     image = _image_of_size(load_image(args.image), args.height, args.width)
+    spread = "; scales {:g}-{:g} across channels".format(*args.scale_spread) if args.scale_spread else ""
     print(
         f"# jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cpus); {args.transform}, "
         f"N=M={args.channels}, K={args.mixtures}; {args.image} (centre crop, enlarged if smaller) "
-        f"{args.width}x{args.height}; random weights, g_a output x{args.latent_scale}; "
+        f"{args.width}x{args.height}; random weights, g_a output x{args.latent_scale}{spread}; "
         f"median of {args.repeats} warm runs, schedules taking turns; seconds"
     )
     codecs, compile_s = {}, {}
@@ -175,7 +190,10 @@ def bench_coding(args: argparse.Namespace) -> dict:
         config = ModelConfig(transform=args.transform, N=args.channels, M=args.channels,
                              num_mixtures=args.mixtures, schedule=name)  # fmt: skip
         _, params = init_model(config, jax.random.PRNGKey(0))
-        codecs[name] = Codec(config, _spread_latents(params, args.transform, args.latent_scale))
+        params = _spread_latents(params, args.transform, args.latent_scale)
+        if args.scale_spread:
+            params = _spread_scales(params, args.channels, args.mixtures, *args.scale_spread)
+        codecs[name] = Codec(config, params)
         encoded = codecs[name].compress(image)  # compiles
         compile_s[name] = encoded.timings.compile + codecs[name].decompress(encoded.data).timings.compile
     runs, y_hats = {name: [] for name in codecs}, {}
@@ -303,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=768)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--latent-scale", type=float, default=40.0)
+    p.add_argument("--scale-spread", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="scales LOW..HIGH across channels: several table widths per stage, as trained "
+                   "models have (default: random weights' single width)")  # fmt: skip
     p.add_argument("--throughput-schedule", default="mscm4x4-paper")
     return parser
 

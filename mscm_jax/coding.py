@@ -158,21 +158,34 @@ def coding_parameters(
     return jnp.concatenate([centre[None], half_width[None], means, scales, weights])
 
 
-def _table_pieces(count: int) -> list[tuple[int, int, int]]:
+PIECE_CALL_BINS = 8000  # a table call costs about as much as this many padded bins (measured, 2-core CPU)
+
+
+def _piece_sizes() -> np.ndarray:
+    """The padded sizes a table piece may have: 2^j and 3 * 2^(j-1), 256 .. CHUNK."""
+    powers = 1 << np.arange(8, int(np.log2(CHUNK)) + 1)
+    return np.unique(np.concatenate([powers, 3 * powers[1:] // 4]))
+
+
+def _table_pieces(count: int, half_width: int) -> list[tuple[int, int, int]]:
     """(start, stop, padded size) of the pieces `mixture_pmf` splits `count` elements into.
 
-    Sizes are powers of two from 256 to `CHUNK` (few shapes, few compiles). The
-    rest pads up to the next power of two when that wastes at most an eighth
-    (or 256 elements); otherwise it is split. A 512x768 image's 4x4 stage of
-    18432 elements is 16384 + 2048, not 24576.
+    Sizes come from `_piece_sizes` (few shapes, few compiles). The rest pads up
+    to the next size when the padding costs less than another call would
+    (`PIECE_CALL_BINS`) or is at most an eighth of it; otherwise the largest
+    size that fits is split off. A 512x768 image's 4x4 stage of 18432
+    elements at T = 1 is 16384 + 2048, not 24576; its groups of ~3456
+    elements at T = 4 are one call of 4096.
     """
+    sizes, budget = _piece_sizes(), PIECE_CALL_BINS // (2 * half_width + 1)
     pieces, start = [], 0
     while start < count:
         rest = count - start
-        up = min(CHUNK, max(256, 1 << (rest - 1).bit_length()))
-        size = up if up - rest <= max(256, rest // 8) else min(CHUNK, 1 << (rest.bit_length() - 1))
-        pieces.append((start, min(count, start + size), size))
-        start += size
+        up = int(sizes[min(np.searchsorted(sizes, rest), len(sizes) - 1)])
+        if up - rest > max(budget, rest // 8):
+            up = int(sizes[max(np.searchsorted(sizes, rest, side="right") - 1, 0)])
+        pieces.append((start, min(count, start + up), up))
+        start += up
     return pieces
 
 
@@ -202,7 +215,7 @@ def mixture_pmf(half_width: int, models: ElementModels) -> np.ndarray:
     the others of its piece.
     """
     out = []
-    for start, stop, size in _table_pieces(len(models)):
+    for start, stop, size in _table_pieces(len(models), half_width):
         piece = models.params[:, start:stop]
         if stop - start < size:
             piece = np.pad(piece, ((0, 0), (0, size - (stop - start))), constant_values=1.0)  # unit scales

@@ -139,10 +139,12 @@ def test_channel_tables_round_trip():
     coding.check_consumed(decoder, "z")
 
 
-@pytest.mark.parametrize("count", [1, 255, 700, 18432, 147456, 40000])
-def test_table_pieces_cover_the_elements_in_few_padded_sizes(count):
-    pieces = coding._table_pieces(count)
+@pytest.mark.parametrize("half_width", [1, 4, 64])
+@pytest.mark.parametrize("count", [1, 255, 700, 3456, 18432, 147456, 40000])
+def test_table_pieces_cover_the_elements_in_few_padded_sizes(count, half_width):
+    pieces = coding._table_pieces(count, half_width)
     assert [p[0] for p in pieces] == [0] + [p[1] for p in pieces[:-1]] and pieces[-1][1] == count
+    budget = coding.PIECE_CALL_BINS // (2 * half_width + 1)
     for start, stop, size in pieces:
-        assert size & (size - 1) == 0 and 256 <= size <= coding.CHUNK and stop - start <= size
-    assert sum(size for _, _, size in pieces) - count <= max(256, count // 8)
+        assert size in coding._piece_sizes() and stop - start <= size
+        assert size == 256 or size - (stop - start) <= max(budget, (count - start) // 8)
