@@ -167,17 +167,20 @@ def _piece_sizes() -> np.ndarray:
     return np.unique(np.concatenate([powers, 3 * powers[1:] // 4]))
 
 
+PIECE_SIZES = _piece_sizes()
+
+
 def _table_pieces(count: int, half_width: int) -> list[tuple[int, int, int]]:
     """(start, stop, padded size) of the pieces `mixture_pmf` splits `count` elements into.
 
-    Sizes come from `_piece_sizes` (few shapes, few compiles). The rest pads up
+    Sizes come from `PIECE_SIZES` (few shapes, few compiles). The rest pads up
     to the next size when the padding costs less than another call would
     (`PIECE_CALL_BINS`) or is at most an eighth of it; otherwise the largest
     size that fits is split off. A 512x768 image's 4x4 stage of 18432
     elements at T = 1 is 16384 + 2048, not 24576; its groups of ~3456
     elements at T = 4 are one call of 4096.
     """
-    sizes, budget = _piece_sizes(), PIECE_CALL_BINS // (2 * half_width + 1)
+    sizes, budget = PIECE_SIZES, PIECE_CALL_BINS // (2 * half_width + 1)
     pieces, start = [], 0
     while start < count:
         rest = count - start

@@ -146,5 +146,5 @@ def test_table_pieces_cover_the_elements_in_few_padded_sizes(count, half_width):
     assert [p[0] for p in pieces] == [0] + [p[1] for p in pieces[:-1]] and pieces[-1][1] == count
     budget = coding.PIECE_CALL_BINS // (2 * half_width + 1)
     for start, stop, size in pieces:
-        assert size in coding._piece_sizes() and stop - start <= size
+        assert size in coding.PIECE_SIZES and stop - start <= size
         assert size == 256 or size - (stop - start) <= max(budget, (count - start) // 8)
