@@ -329,7 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "scale_spread", None) and min(args.scale_spread) <= 0:
+        parser.error(f"--scale-spread takes two positive scales, got {args.scale_spread}")
     if args.bench == "coding":
         bench_coding(args)
         return 0

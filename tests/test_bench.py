@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from mscm_jax import bench
 
@@ -17,3 +18,9 @@ def test_coding_arguments():
     args = bench.build_parser().parse_args(["coding", "--scale-spread", "0.2", "8"])
     assert args.scale_spread == [0.2, 8.0] and args.latent_scale == 40.0
     assert bench.build_parser().parse_args(["coding"]).scale_spread is None
+
+
+def test_non_positive_scale_spread_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["coding", "--scale-spread", "0", "8"])
+    assert exit_info.value.code == 2 and "two positive scales" in capsys.readouterr().err
