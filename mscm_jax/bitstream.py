@@ -30,7 +30,7 @@ MAGIC = b"MSCM"
 FORMAT_VERSION = 1
 # Coder 1 (mscm-jax up to 2026-11-26) built y tables in float64 on the host: same layout,
 # other probabilities, so its files are refused by id rather than failing a CRC.
-CODER_CONSTRICTION_RANGE = 2
+CODER_CONSTRICTION_RANGE = 3
 CODER_OPTIONS = (
     "constriction range coder (queue, 32-bit words); y: Categorical(perfect=False) tables of "
     "Gaussian mixtures (K > 1; float32, compiled) or QuantizedGaussian (K = 1); z: per-channel "
@@ -127,9 +127,9 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[FileHeader, list[
     (stored_crc,) = struct.unpack("<I", data[-4:])
     if zlib.crc32(data[:-4]) != stored_crc:
         raise FormatError("file checksum mismatch: the file is corrupt or truncated")
-    if coder == 1:
+    if coder in (1, 2):
         raise FormatError(
-            "coder 1: the file was written by an earlier mscm-jax (other y tables); encode it again"
+            f"coder {coder}: the file was written by an earlier mscm-jax (other y tables); encode it again"
         )
     if coder != CODER_CONSTRICTION_RANGE:
         raise FormatError(f"unknown coder id {coder} (this version knows {CODER_CONSTRICTION_RANGE})")

@@ -43,7 +43,7 @@ import numpy as np
 
 from mscm_jax.ops import standard_normal_cdf
 
-# The model options the streams depend on; the file header names them (coder id 2).
+# The model options the streams depend on; the file header names them (coder id 3).
 CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 UNIFORM = constriction.stream.model.Uniform()
 PARAM_GRID_EXPONENT = 10  # means and log-scales on a 2^-10 grid
@@ -158,7 +158,9 @@ def coding_parameters(
     return jnp.concatenate([centre[None], half_width[None], means, scales, weights])
 
 
-PIECE_CALL_BINS = 8000  # a table call costs about as much as this many padded bins (measured, 2-core CPU)
+PIECE_CALL_BINS = (
+    16000  # a table piece (two calls) costs about as much as this many padded bins (measured, 2-core CPU)
+)
 
 
 def _piece_sizes() -> np.ndarray:
@@ -193,36 +195,46 @@ def _table_pieces(count: int, half_width: int) -> list[tuple[int, int, int]]:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _mixture_pmf(half_width: int, params: jax.Array) -> jax.Array:
+def _mixture_pmf_bins_major(half_width: int, params: jax.Array) -> jax.Array:
+    """(2T + 1, E) masses: one normal tail per bin edge and component, then differences of tails."""
     k = params.shape[0] // 3  # (3K, E): elements along the minor axis, which XLA vectorizes
-    edges = np.arange(-half_width, half_width) + 0.5  # bin q is [q - 1/2, q + 1/2); the end bins are open
-    bin_low = np.concatenate([[-np.inf], edges]).astype(np.float32)[:, None]  # (2T + 1, 1)
-    bin_high = np.concatenate([edges, [np.inf]]).astype(np.float32)[:, None]
-    pmf = jnp.zeros((len(bin_low), params.shape[1]), jnp.float32)
+    # The 2T + 2 edges of bins q = -T..T (bin q is [q - 1/2, q + 1/2)); the end bins are open.
+    edges = np.concatenate([[-np.inf], np.arange(-half_width, half_width) + 0.5, [np.inf]])
+    edges = edges.astype(np.float32)[:, None]
+    # The smaller tail at each edge, Phi(-|x|): accurate far into both tails, which a CDF
+    # near 1 is not. Materialized (the barrier), so that each is computed once, not once per
+    # bin it bounds: that halves the erfc work, which dominates.
+    tails = jax.lax.optimization_barrier(
+        jnp.stack([standard_normal_cdf(-jnp.abs((edges - params[c]) / params[k + c])) for c in range(k)])
+    )
+    pmf = jnp.zeros((len(edges) - 1, params.shape[1]), jnp.float32)
     for c in range(k):
-        mean, scale, weight = params[c], params[k + c], params[2 * k + c]
-        low, high = (bin_low - mean) / scale, (bin_high - mean) / scale
-        # A bin above the mean as the difference of its two upper tails: accurate even where the
-        # CDF is within float32 resolution of 1, which a difference of CDFs is not.
-        above = low >= 0
-        upper, lower = jnp.where(above, -low, high), jnp.where(above, -high, low)
-        pmf = pmf + weight * (standard_normal_cdf(upper) - standard_normal_cdf(lower))
-    return jnp.maximum(pmf, 0.0).T  # (E, 2T + 1)
+        above = edges >= params[c]  # edge at or above the component's mean
+        low, high, low_above, high_above = tails[c, :-1], tails[c, 1:], above[:-1], above[1:]
+        mass = jnp.where(low_above, low - high, jnp.where(high_above, 1.0 - low - high, high - low))
+        pmf = pmf + params[2 * k + c] * mass
+    return jnp.maximum(pmf, 0.0)
+
+
+# A separate call: fused into the function above, XLA writes the transposed layout
+# element by element, several times slower than this tiled transpose.
+_transpose = jax.jit(jnp.transpose)
 
 
 def mixture_pmf(half_width: int, models: ElementModels) -> np.ndarray:
     """(E, 2T + 1) float32 probabilities of q = -T..T; the end bins hold the tails.
 
-    Computed by one compiled, fused function (float32 erfc) in pieces of a
+    Computed by compiled, fused functions (float32 erfc) in pieces of a
     few padded sizes (`_table_pieces`); an element's values do not depend on
-    the others of its piece.
+    the others of its piece. C-contiguous, as constriction needs: it reads a
+    strided view's memory as if it were contiguous.
     """
     out = []
     for start, stop, size in _table_pieces(len(models), half_width):
         piece = models.params[:, start:stop]
-        if stop - start < size:
-            piece = np.pad(piece, ((0, 0), (0, size - (stop - start))), constant_values=1.0)  # unit scales
-        out.append(np.asarray(_mixture_pmf(half_width, piece))[: stop - start])
+        if stop - start < size:  # padded with unit parameters; np.pad costs ~10x this on small blocks
+            piece = np.concatenate([piece, np.ones((len(piece), size - (stop - start)), np.float32)], axis=1)
+        out.append(np.asarray(_transpose(_mixture_pmf_bins_major(half_width, piece)))[: stop - start])
     if len(out) == 1:
         return out[0]
     return np.concatenate(out) if out else np.zeros((0, 2 * half_width + 1), np.float32)

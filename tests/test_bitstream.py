@@ -45,6 +45,7 @@ def test_every_truncation_is_rejected():
         (lambda d: d[:30] + bytes([d[30] ^ 0x10]) + d[31:], "checksum"),
         (lambda d: _with_checksum(d[:5] + b"\x07" + d[6:-4]), "unknown coder"),
         (lambda d: _with_checksum(d[:5] + b"\x01" + d[6:-4]), "earlier mscm-jax"),
+        (lambda d: _with_checksum(d[:5] + b"\x02" + d[6:-4]), "coder 2: .* earlier mscm-jax"),
     ],
 )
 def test_malformed_files_are_named(mutate, message):

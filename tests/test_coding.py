@@ -72,11 +72,13 @@ def _reference_pmf(half_width, models):
     )
 
 
-@pytest.mark.parametrize("half_width", [1, 8, 64])
-def test_mixture_tables_match_float64_and_keep_their_tails(half_width):
-    models = _models(np.random.default_rng(half_width), 700, 3)  # 700 rows: one padded block
+@pytest.mark.parametrize("half_width, count", [(1, 700), (8, 700), (16, 3456), (64, 700)])
+def test_mixture_tables_match_float64_and_keep_their_tails(half_width, count):
+    # 700 rows: one padded piece; 3456 at T = 16: two pieces (3072 + 384), the second padded.
+    models = _models(np.random.default_rng(half_width), count, 3)
     pmf, reference = coding.mixture_pmf(half_width, models), _reference_pmf(half_width, models)
-    assert pmf.dtype == np.float32 and pmf.shape == (700, 2 * half_width + 1)
+    assert pmf.dtype == np.float32 and pmf.shape == (count, 2 * half_width + 1)
+    assert pmf.flags.c_contiguous  # constriction reads a strided view's memory as if contiguous
     np.testing.assert_allclose(pmf, reference, atol=3e-7)
     tails = (reference > 1e-30) & (reference < 1e-4)  # bins where a difference of CDFs would be all noise
     assert np.median(np.abs(pmf[tails] / reference[tails] - 1)) < 1e-4
