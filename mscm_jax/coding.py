@@ -10,8 +10,8 @@ parameters and streams, not networks.
   Elias-gamma-like code in the same stream), so every value is encodable and
   nothing is ever clipped.
 - y tables: a mixture of K Gaussians per element (Lin et al. 2023, Eq. 3;
-  Cheng et al. 2020), integrated over unit bins by one compiled, fused
-  function (float32 erfc, `mixture_pmf`) and handed to
+  Cheng et al. 2020), integrated over unit bins by compiled functions (one
+  float32 normal tail per bin edge, `mixture_pmf`) and handed to
   `Categorical(perfect=False)` in blocks of `CHUNK` elements (a 512x768
   image's full table would take ~150 MB); with K = 1 constriction's own
   `QuantizedGaussian` does it faster.
