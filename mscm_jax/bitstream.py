@@ -28,8 +28,9 @@ import numpy as np
 
 MAGIC = b"MSCM"
 FORMAT_VERSION = 1
-# Coder 1 (mscm-jax up to 2026-11-26) built y tables in float64 on the host: same layout,
-# other probabilities, so its files are refused by id rather than failing a CRC.
+# Coder 1 (mscm-jax up to 2026-11-26) built y tables in float64 on the host, coder 2 (up to
+# 2026-11-27) from two CDFs per bin: same layout, other probabilities, so their files are
+# refused by id rather than failing a CRC.
 CODER_CONSTRICTION_RANGE = 3
 CODER_OPTIONS = (
     "constriction range coder (queue, 32-bit words); y: Categorical(perfect=False) tables of "

@@ -158,9 +158,8 @@ def coding_parameters(
     return jnp.concatenate([centre[None], half_width[None], means, scales, weights])
 
 
-PIECE_CALL_BINS = (
-    16000  # a table piece (two calls) costs about as much as this many padded bins (measured, 2-core CPU)
-)
+# A table piece (two compiled calls) costs about as much as this many padded bins (measured, 2-core CPU).
+PIECE_CALL_BINS = 16000
 
 
 def _piece_sizes() -> np.ndarray:
@@ -224,7 +223,7 @@ _transpose = jax.jit(jnp.transpose)
 def mixture_pmf(half_width: int, models: ElementModels) -> np.ndarray:
     """(E, 2T + 1) float32 probabilities of q = -T..T; the end bins hold the tails.
 
-    Computed by compiled, fused functions (float32 erfc) in pieces of a
+    Computed by two compiled functions (float32 erfc, then a transpose) in pieces of a
     few padded sizes (`_table_pieces`); an element's values do not depend on
     the others of its piece. C-contiguous, as constriction needs: it reads a
     strided view's memory as if it were contiguous.
@@ -232,7 +231,7 @@ def mixture_pmf(half_width: int, models: ElementModels) -> np.ndarray:
     out = []
     for start, stop, size in _table_pieces(len(models), half_width):
         piece = models.params[:, start:stop]
-        if stop - start < size:  # padded with unit parameters; np.pad costs ~10x this on small blocks
+        if stop - start < size:  # padded with harmless unit parameters (np.pad is ~10x slower here)
             piece = np.concatenate([piece, np.ones((len(piece), size - (stop - start)), np.float32)], axis=1)
         out.append(np.asarray(_transpose(_mixture_pmf_bins_major(half_width, piece)))[: stop - start])
     if len(out) == 1:
@@ -316,7 +315,7 @@ def width_groups(models: ElementModels) -> list[tuple[int, np.ndarray | slice]]:
     if len(widths) and (widths == widths[0]).all():
         return [(int(widths[0]), slice(None))]
     order = np.argsort(widths, kind="stable")
-    widths = models.half_widths[order]
+    widths = widths[order]
     starts = np.flatnonzero(np.diff(widths)) + 1
     return [
         (int(widths[part[0]]), order[part]) for part in np.split(np.arange(len(order)), starts) if len(part)
