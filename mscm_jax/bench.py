@@ -59,7 +59,7 @@ def bench_stages(
         plan = module.plan(*latent)
         # As a decoder does: split the per-stage context weights once, up front.
         kernels = module.apply(params, *latent, method="stage_kernels")
-        # Stages read their context taps in a few shapes (`stage_taps`): one compilation per shape.
+        # Stages read their own context taps (`stage_taps`): one compilation per tap count.
         compiled, compile_s = {}, 0.0
         for s, kernel in enumerate(kernels):
             shapes = tuple(a.shape for a in kernel)
