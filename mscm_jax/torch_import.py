@@ -2,7 +2,7 @@
 
 Architectures (`ARCHS`):
 - `cheng2020-attn-gmm-multistage-2x2` / `-4x4`: the MSCM authors' models
-  (Lin et al., ICASSP 2023, arXiv:2302.09263; ../shared/PAPER.md "The authors'
+  (Lin et al., ICASSP 2023, arXiv:2302.09263; docs/paper.md "The authors'
   checkpoint layout"): CompressAI's `Cheng2020Attention` transforms, a K = 3
   Gaussian mixture that rounds y itself, one masked 5x5 context convolution
   `multistage_context.gcm.{s}` (no bias) per stage with the `mscm2x2` /
@@ -20,9 +20,11 @@ transposed (`layers.ConvTranspose2d`); 1x1 convolutions of the entropy
 parameter network -> dense (in, out); GDN's reparametrized beta/gamma unchanged
 (its pedestal and bounds checked); the entropy bottleneck's matrices, biases,
 factors unchanged and `quantiles[:, 0, 1]` kept as the rounding centre of z
-(`ModelConfig.z_median = "stored"`); masked context weights multiplied by their
-masks, after checking that the masks are the ones the schedule derives
-(`Schedule.context_kernel_mask`): a mismatch is an error, never a silent fix.
+(`ModelConfig.z_median = "stored"`); masked context weights multiplied by the
+masks the schedule derives (`Schedule.context_kernel_mask`), after checking that
+the checkpoint's masks give exactly that context (for the authors' models: the
+stored mask AND the positions decoded before the stage, `multistage_context`):
+a mismatch is an error, never a silent fix.
 """
 
 from __future__ import annotations
@@ -374,37 +376,63 @@ def _window_mask(mask: Array, key: str) -> Array:
     return window
 
 
-def _mask_error(key: str, got: Array, want: Array) -> CheckpointMismatchError:
+def _mask_error(key: str, got: Array, want: Array, note: str = "") -> CheckpointMismatchError:
     return CheckpointMismatchError(
-        f"{key} does not match the schedule's derived mask (Schedule.context_kernel_mask): "
+        f"{key} does not match the schedule's derived mask (Schedule.context_kernel_mask){note}: "
         f"checkpoint {got.astype(int).tolist()}, derived {want.astype(int).tolist()}"
     )
+
+
+def decoded_taps(prev: Array, position: tuple[int, int], k: int) -> Array:
+    """(k, k) bool: which window taps of the element at in-patch `position` read a
+    position that `prev` (n, n: already decoded) marks, over the tiled patches."""
+    n, half = prev.shape[0], k // 2
+    rows = (position[0] + np.arange(-half, half + 1)) % n
+    cols = (position[1] + np.arange(-half, half + 1)) % n
+    return prev[rows[:, None], cols[None, :]]
 
 
 def multistage_context(config: ModelConfig, state: StateDict) -> Array:
     """`context_kernel` (S - 1, k, k, M, 2M) from `multistage_context.*`, masks checked.
 
     Stage s (one in-patch position in the authors' 2x2 / 4x4 patterns) must
-    have `curr_latent_mask[s] == (pattern == s)`, `prev_latent_mask[s] ==
-    (pattern < s)` and a gcm.{s} window mask equal to the derived one (stage 0:
-    empty); our set s - 1 is `gcm.{s}.weight * mask` in HWIO.
+    have `curr_latent_mask[s] == (pattern == s)` and `prev_latent_mask[s] ==
+    (pattern < s)`. The authors' stored `gcm.{s}.mask` holds more taps than the
+    context: its centre tap and, for 2x2, the stage's own positions in the
+    neighbouring patches (docs/paper.md, "The authors' checkpoint layout").
+    Their forward multiplies the latent by the tiled `prev_latent_mask[s]`
+    before the convolution, so what an element at in-patch position (i, j)
+    reads is the stored mask AND the taps over decoded positions: that
+    effective context must equal the derived `Schedule.context_kernel_mask()[i,
+    j]` for every position of the stage (stage 0: empty), else the import
+    fails. Our set s - 1 is `gcm.{s}.weight` times the derived mask (the union
+    over the stage's positions), in HWIO: weights under taps that read zeros in
+    their model are dropped, never imported.
     """
     schedule = config.schedule_obj
     pattern, derived = schedule.pattern, schedule.context_kernel_mask()
+    k = schedule.kernel_size
     kernels = []
     for s in range(schedule.num_stages):
         for name, want in (("curr_latent_mask", pattern == s), ("prev_latent_mask", pattern < s)):
             got = state[f"multistage_context.{name}"][s, 0, 0] != 0
             if not np.array_equal(got, want):
                 raise _mask_error(f"multistage_context.{name}[{s}]", got, want)
-        positions = np.argwhere(pattern == s)
-        want = np.logical_or.reduce([derived[i, j] for i, j in positions])
+        prev = state["multistage_context.prev_latent_mask"][s, 0, 0] != 0
         key = f"multistage_context.gcm.{s}.mask"
-        got = _window_mask(state[key], key)
-        if not np.array_equal(got, want):
-            raise _mask_error(key, got, want)
+        stored = _window_mask(state[key], key)
+        context = np.zeros((k, k), bool)
+        for i, j in np.argwhere(pattern == s):
+            effective = stored & decoded_taps(prev, (i, j), k)
+            if not np.array_equal(effective, derived[i, j]):
+                note = (
+                    f" at in-patch position ({i}, {j}), once ANDed with the positions decoded"
+                    f" before stage {s} as the authors' forward does"
+                )
+                raise _mask_error(key, effective, derived[i, j], note)
+            context |= derived[i, j]
         if s > 0:
-            weight = state[f"multistage_context.gcm.{s}.weight"] * state[key]
+            weight = state[f"multistage_context.gcm.{s}.weight"] * context
             kernels.append(conv_kernel(weight))
     return np.stack(kernels)
 

@@ -10,7 +10,8 @@
 - The MSCM authors' layout (not in CompressAI): state dicts built from
   tests/torch_reference/cheng2020-attn-gmm-multistage-*.state_dict.txt
   (their key/shape listings) at a small M, with masks written here from
-  PAPER.md's rule, checked key by key and stage by stage.
+  docs/paper.md's facts (stored masks wider than the context), checked key by key and
+  stage by stage.
 """
 
 from __future__ import annotations
@@ -116,39 +117,69 @@ def test_pth_reader_with_torch(torch_python, tmp_path_factory):
 # The MSCM authors' layout, from their key/shape listings.
 # --------------------------------------------------------------------------
 
-PAPER_COUNTS = {
+PAPER_COUNTS = {  # context positions each stage effectively sees (docs/paper.md)
     "cheng2020-attn-gmm-multistage-2x2": [0, 6, 10, 16],
     "cheng2020-attn-gmm-multistage-4x4": [0, 1, 2, 4, 5, 8, 12, 9, 11, 15, 17, 18, 21, 22, 23, 24],
+}
+STORED_COUNTS = {  # taps of the gcm.{s}.mask buffers their code writes (docs/paper.md)
+    "cheng2020-attn-gmm-multistage-2x2": [9, 15, 19, 25],
+    "cheng2020-attn-gmm-multistage-4x4": [1, 2, 3, 5, 6, 9, 13, 10, 12, 16, 18, 19, 22, 23, 24, 25],
 }
 
 
 def authors_masks(pattern: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(gcm window masks (S, k, k), prev (S, n, n), curr (S, n, n)), written from PAPER.md's rule
-    with loops (independent of Schedule.context_kernel_mask)."""
-    n, stages = pattern.shape[0], int(pattern.max()) + 1
-    windows = np.zeros((stages, k, k), np.float32)
+    """(stored gcm window masks (S, k, k), prev (S, n, n), curr (S, n, n)) as the authors' code
+    writes them, with loops (independent of Schedule.context_kernel_mask and of torch_import).
+
+    Their stage-s mask is a view into a scratch board of tiled patches holding the positions
+    decoded before s, filled with the current position before the convolution is built: so
+    every copy of the stage's own position in the board is on too (the centre tap, and for
+    2x2 the same-stage positions of the neighbouring patches, at distance 2).
+    """
+    n, stages, half = pattern.shape[0], int(pattern.max()) + 1, k // 2
+    stored = np.zeros((stages, k, k), np.float32)
     for s in range(stages):
-        for i in range(n):
-            for j in range(n):
-                if pattern[i, j] != s:
-                    continue
-                for a in range(k):
-                    for b in range(k):
-                        if pattern[(i + a - k // 2) % n, (j + b - k // 2) % n] < s:
-                            windows[s, a, b] = 1
+        ((i, j),) = np.argwhere(pattern == s)  # one position per stage in their patterns
+        board = np.zeros((n * k, n * k), np.float32)  # tiled patches; the element at (n half + i, n half + j)
+        for r in range(n * k):
+            for c in range(n * k):
+                if pattern[r % n, c % n] < s:  # decoded before stage s
+                    board[r, c] = 1
+                if pattern[r % n, c % n] == s:  # "filled with the current position"
+                    board[r, c] = 1
+        stored[s] = board[n * half + i - half :, n * half + j - half :][:k, :k]
     prev = np.stack([(pattern < s) for s in range(stages)]).astype(np.float32)
     curr = np.stack([(pattern == s) for s in range(stages)]).astype(np.float32)
-    return windows, prev, curr
+    return stored, prev, curr
+
+
+def read_masks(stored: np.ndarray, prev: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+    """(S, k, k): the taps the authors' forward really reads at each stage's element, stored mask
+    AND decoded (it multiplies the latent by the tiled prev_latent_mask[s] before the conv)."""
+    n, k = pattern.shape[0], stored.shape[-1]
+    out = np.zeros_like(stored)
+    for s in range(stored.shape[0]):
+        ((i, j),) = np.argwhere(pattern == s)
+        for a in range(k):
+            for b in range(k):
+                decoded = prev[s, (i + a - k // 2) % n, (j + b - k // 2) % n]
+                out[s, a, b] = stored[s, a, b] * decoded
+    return out
 
 
 def authors_state_dict(arch: str, m: int = 8, seed: int = 0, pattern=None) -> dict[str, np.ndarray]:
-    """A random state dict in the authors' layout at N = M = m (their listing scaled down)."""
+    """A random state dict in the authors' layout at N = M = m (their listing scaled down).
+
+    As their code writes it: stored gcm masks (`authors_masks`, more taps than the context)
+    over random weights that are non-zero under every tap, and the serial model's
+    `context_prediction.*` (weights, bias, causal mask) that their model inherits unused.
+    """
     listing = (HERE / f"{arch}.state_dict.txt").read_text().splitlines()[1:]
     scale = {192: m, 96: m // 2, 384: 2 * m, 768: 4 * m, 288: 3 * m // 2, 1152: 6 * m}
     scale |= {640: m * 10 // 3, 512: m * 8 // 3, 1728: 9 * m}
     rng = np.random.default_rng(seed)
     pattern = get_schedule(ARCHS[arch].schedule).pattern if pattern is None else np.asarray(pattern)
-    windows, prev, curr = authors_masks(pattern)
+    stored, prev, curr = authors_masks(pattern)
     state = {}
     for line in listing:
         key, dtype, shape_text = line.split("\t")
@@ -169,17 +200,45 @@ def authors_state_dict(arch: str, m: int = 8, seed: int = 0, pattern=None) -> di
         elif "bound" in key:  # the likelihood and scale bounds
             value[:] = 1e-9 if "likelihood" in key else 0.11
         elif match := re.fullmatch(r"multistage_context\.gcm\.(\d+)\.mask", key):
-            value = np.broadcast_to(windows[int(match[1])], shape).copy()
+            value = np.broadcast_to(stored[int(match[1])], shape).copy()
+        elif key == "context_prediction.mask":  # CompressAI's MaskedConv2d, type A
+            value = np.broadcast_to((np.arange(25) < 12).reshape(5, 5), shape).astype(dtype)
         elif key.endswith("latent_mask"):
             value = (prev if "prev" in key else curr)[:, None, None]
         state[key] = value
     return state
 
 
+def _pattern(arch: str) -> np.ndarray:
+    return get_schedule(ARCHS[arch].schedule).pattern
+
+
+def _read_masks(arch: str) -> np.ndarray:
+    stored, prev, _ = authors_masks(_pattern(arch))
+    return read_masks(stored, prev, _pattern(arch))
+
+
+def effective_only(arch: str, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`state` with each gcm mask cut to the taps the authors' forward reads and the weights
+    under the other taps zeroed: the model their checkpoint really is, with nothing extra."""
+    out = dict(state)
+    for s, mask in enumerate(_read_masks(arch)):
+        out[f"multistage_context.gcm.{s}.mask"] = np.broadcast_to(
+            mask, state[f"multistage_context.gcm.{s}.mask"].shape
+        ).copy()
+        out[f"multistage_context.gcm.{s}.weight"] = state[f"multistage_context.gcm.{s}.weight"] * mask
+    return out
+
+
 @pytest.mark.parametrize("arch", list(PAPER_COUNTS))
 def test_authors_masks_have_the_papers_counts(arch):
-    windows, _, _ = authors_masks(get_schedule(ARCHS[arch].schedule).pattern)
-    assert windows.sum((1, 2)).astype(int).tolist() == PAPER_COUNTS[arch]
+    stored, prev, _ = authors_masks(_pattern(arch))
+    assert stored.sum((1, 2)).astype(int).tolist() == STORED_COUNTS[arch]
+    read = read_masks(stored, prev, _pattern(arch))
+    assert read.sum((1, 2)).astype(int).tolist() == PAPER_COUNTS[arch]
+    extra = (stored - read).sum((1, 2)).astype(int).tolist()
+    assert extra == ([9] * 4 if arch.endswith("2x2") else [1] * 16)  # centre (+ distance-2 copies)
+    assert np.all(stored[:, 2, 2] == 1) and np.all(read[:, 2, 2] == 0)
 
 
 def _flat(params) -> dict[str, np.ndarray]:
@@ -225,9 +284,12 @@ def test_authors_layout_key_by_key(arch):
     assert np.array_equal(flat["entropy_bottleneck/median"], state["entropy_bottleneck.quantiles"][:, 0, 1])
     kernels = flat["context/context_kernel"]
     assert kernels.shape == (stages - 1, 5, 5, 8, 16)
-    for s in range(1, stages):  # stage s's gcm lands in our set s - 1, masked
-        w = state[f"multistage_context.gcm.{s}.weight"] * state[f"multistage_context.gcm.{s}.mask"]
-        assert np.array_equal(kernels[s - 1], w.transpose(2, 3, 1, 0))
+    read = _read_masks(arch)
+    for s in range(1, stages):  # stage s's gcm lands in our set s - 1, cut to the taps it reads
+        w = state[f"multistage_context.gcm.{s}.weight"]
+        extra = (state[f"multistage_context.gcm.{s}.mask"][0, 0] != 0) & (read[s] == 0)
+        assert extra.any() and np.all(w[:, :, extra] != 0)  # stored taps their forward reads as zeros
+        assert np.array_equal(kernels[s - 1], (w * read[s]).transpose(2, 3, 1, 0))
         used.add(f"multistage_context.gcm.{s}.weight")
     # Every float weight the model uses was imported; the rest are masks, tables and unused sets.
     rest = sorted(k for k in set(state) - used if state[k].dtype.kind == "f")
@@ -251,30 +313,61 @@ def _torch_conv_context(y_hat: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("arch", list(PAPER_COUNTS))
 def test_authors_context_stage_by_stage(arch):
-    """Our stage function on the imported kernels equals the authors' masked conv at that stage's elements."""
+    """Our stage function on the imported kernels equals the authors' forward at that stage's
+    elements: the latent times the tiled prev_latent_mask[s], then the conv with the stored mask
+    (wider than the context) over weights that are non-zero under every tap."""
     state = authors_state_dict(arch, seed=2)
     config, params = convert_state_dict(arch, state)
     schedule = config.schedule_obj
     plan = schedule.stage_plan(8, 8)
     y_hat = np.random.default_rng(3).integers(-3, 4, (1, 8, 8, 8)).astype(np.float32)
+    y_hat[y_hat == 0] = 5  # every element non-zero, so a tap read where it should not be shows
     kernels = params["params"]["context"]["context_kernel"]
     for s in range(1, schedule.num_stages):
         weight = state[f"multistage_context.gcm.{s}.weight"] * state[f"multistage_context.gcm.{s}.mask"]
-        want = _torch_conv_context(y_hat, weight)
+        decoded = np.tile(state["multistage_context.prev_latent_mask"][s, 0, 0], (8 // plan.stride,) * 2)
+        want = _torch_conv_context(y_hat * decoded[None, :, :, None], weight)
         got = np.asarray(stage_context(plan, jnp.asarray(kernels[s - 1]), jnp.int32(s), jnp.asarray(y_hat)))
         ((i, j),) = np.argwhere(schedule.pattern == s)
         n = schedule.patch_size
         np.testing.assert_allclose(got[0], want[:, i::n, j::n], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("arch", list(PAPER_COUNTS))
+def test_authors_extra_taps_are_not_imported(arch):
+    """Their stored masks' extra taps (centre, same-stage copies) read zeros in their forward:
+    the import equals that of the checkpoint cut to the taps it reads, weights there zeroed;
+    so do the likelihoods of the imported model."""
+    state = authors_state_dict(arch, m=4, seed=4)
+    reference = effective_only(arch, state)
+    changed = [k for k in state if not np.array_equal(state[k], reference[k])]
+    assert len(changed) == 2 * len(PAPER_COUNTS[arch])  # every stage's mask and weights differ
+    config, params = convert_state_dict(arch, state)
+    _, want = convert_state_dict(arch, reference)
+    flat, flat_want = _flat(params), _flat(want)
+    assert flat.keys() == flat_want.keys()
+    assert all(np.array_equal(flat[k], flat_want[k]) for k in flat)
+    model = CompressionModel(config)
+    x = jnp.asarray(np.random.default_rng(5).uniform(size=(1, 64, 64, 3)), jnp.float32)
+    likelihoods = jax.jit(lambda p, x: model.apply(p, x, Mode.EVAL).y_likelihoods)
+    np.testing.assert_array_equal(likelihoods(params, x), likelihoods(want, x))
+
+
 def test_mask_mismatch_is_an_error():
-    arch = "cheng2020-attn-gmm-multistage-2x2"
+    arch = "cheng2020-attn-gmm-multistage-2x2"  # stage 2 at in-patch (1, 0); stage 3 at (1, 1)
     state = authors_state_dict(arch)
-    state["multistage_context.gcm.2.mask"][:, :, 0, 0] = (
-        1 - state["multistage_context.gcm.2.mask"][:, :, 0, 0]
-    )
-    with pytest.raises(CheckpointMismatchError, match=r"gcm\.2\.mask does not match"):
+    state["multistage_context.gcm.2.mask"][:, :, 1, 2] = 0  # (-1, 0): a stage-0 position, context
+    with pytest.raises(
+        CheckpointMismatchError, match=r"gcm\.2\.mask does not match .* at in-patch position \(1, 0\)"
+    ):
         convert_state_dict(arch, state)
+    # Taps over positions not decoded before the stage read zeros: on or off, the same import.
+    state = authors_state_dict(arch)
+    state["multistage_context.gcm.2.mask"][:, :, 0, 0] = 0  # (-2, -2): stage 2, a copy of the centre
+    state["multistage_context.gcm.2.mask"][:, :, 2, 3] = 1  # (0, 1): stage 3
+    _, got = convert_state_dict(arch, state)
+    _, want = convert_state_dict(arch, authors_state_dict(arch))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True))
     state = authors_state_dict(arch)
     state["multistage_context.gcm.3.mask"][1, 0, 2, 1] = 0  # a context tap, off in one channel
     with pytest.raises(CheckpointMismatchError, match="differs between channels"):
