@@ -37,6 +37,7 @@ from mscm_jax.schedules import get_schedule
 from mscm_jax.torch_checkpoint import load_state_dict, unwrap_state_dict
 from mscm_jax.torch_import import (
     ARCHS,
+    UNUSED_MULTISTAGE,
     CheckpointMismatchError,
     convert_state_dict,
     entries_for,
@@ -372,6 +373,45 @@ def test_mask_mismatch_is_an_error():
     state["multistage_context.gcm.3.mask"][1, 0, 2, 1] = 0  # a context tap, off in one channel
     with pytest.raises(CheckpointMismatchError, match="differs between channels"):
         convert_state_dict(arch, state)
+
+
+def test_authors_context_prediction_is_not_imported():
+    """Their checkpoints carry the serial model's `context_prediction.*` (weights, bias, causal
+    mask), which their model never uses: with them, without them or with other values, one import."""
+    arch = "cheng2020-attn-gmm-multistage-2x2"
+    state = authors_state_dict(arch, m=4)
+    assert sorted(k for k in state if k.startswith("context_prediction.")) == sorted(UNUSED_MULTISTAGE)
+    assert np.all(state["context_prediction.weight"] != 0)
+    _, want = convert_state_dict(arch, state)
+    without = {k: v for k, v in state.items() if not k.startswith("context_prediction.")}
+    other = {**state, "context_prediction.weight": state["context_prediction.weight"] + 1.0}
+    other["context_prediction.bias"] = other["context_prediction.bias"] - 1.0
+    for variant in (without, other):
+        _, got = convert_state_dict(arch, variant)
+        assert all(
+            np.array_equal(a, b) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True)
+        )
+
+
+def test_authors_training_checkpoint_pth_tar(torch_python, tmp_path):
+    """A `.pth.tar` as their training script saves it: the model under "state_dict" (keys
+    `module.`-prefixed, from DataParallel) beside epoch, loss, two Adam optimizers' and a
+    scheduler's states. torch_checkpoint reads it (torch.load(weights_only=True), in the torch
+    venv) as exactly the state dict, which imports as the state dict itself does."""
+    arch = "cheng2020-attn-gmm-multistage-4x4"
+    state = authors_state_dict(arch, m=4)
+    np.savez(tmp_path / "state.npz", **state)
+    paths = [tmp_path / name for name in ("state.npz", "checkpoint.pth.tar", "read.npz")]
+    cmd = [str(torch_python), str(HERE / "authors_checkpoint.py"), *map(str, paths), "--prefix", "module."]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    print(f"\n[authors checkpoint] {result.stdout.strip()}")
+    read = load_state_dict(tmp_path / "read.npz")
+    assert sorted(read) == sorted(state)
+    assert all(read[k].dtype == state[k].dtype and np.array_equal(read[k], state[k]) for k in state)
+    _, got = convert_state_dict(arch, read)
+    _, want = convert_state_dict(arch, state)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True))
 
 
 def test_another_stage_order_is_an_error():
