@@ -2,12 +2,12 @@
 
     python experiments/authors_decode_cost.py --run-name cpu-2core
 
-PAPER.md quotes the authors' decoding times (512x768, cheng2020-attn N = M = 192,
+docs/paper.md quotes the authors' decoding times (512x768, cheng2020-attn N = M = 192,
 K = 3): entropy decoding 0.23 s (2x2) / 0.91 s (4x4), full decode 2.35 / 2.80 s.
 Timings differ from machine to machine by more than the effects compared, so
 this script measures both sides here, one after the other:
 
-1. the authors' computation, rebuilt in PyTorch from PAPER.md's facts
+1. the authors' computation, rebuilt in PyTorch from docs/paper.md's facts
    (`experiments/torch_authors_decode.py`, in the PyTorch venv that
    `tests/torch_reference/setup_env.sh` makes): hyper-synthesis, synthesis and,
    per stage, the context convolution and entropy-parameter network over the
@@ -29,7 +29,7 @@ import sys
 from mscm_jax import bench, experiment
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PAPER = {  # PAPER.md, "Measured on this kind of machine"
+PAPER = {  # docs/paper.md, "Timings of the authors' code measured for this project"
     "mscm2x2": {"entropy_decoding_s": 0.23, "decode_s": 2.35},
     "mscm4x4-paper": {"entropy_decoding_s": 0.91, "decode_s": 2.80},
 }
@@ -68,7 +68,7 @@ def our_coding(args) -> dict:
 
 
 def comparison_rows(authors: dict, ours: dict) -> list[dict]:
-    """Per multistage pattern: ours, the authors' computation here, PAPER.md's figures, and ratios."""
+    """Per multistage pattern: ours, the authors' computation here, docs/paper.md's figures, and ratios."""
     rows = []
     for name, theirs in authors["patterns"].items():
         mine = ours["schedules"][name]
@@ -105,8 +105,8 @@ def write_readme(path: str, record: dict) -> None:
         "Entropy decoding = hyper-synthesis + every stage's parameters (+ the coder, ours only: the",
         "authors' side is a lower bound). Decode = entropy decoding + synthesis.",
         "",
-        "| schedule | ours entropy dec. | authors' here (lower bound) | PAPER.md | ours / authors' here "
-        "| ours / PAPER.md | ours decode | authors' here decode | PAPER.md decode |",
+        "| schedule | ours entropy dec. | authors' here (lower bound) | docs/paper.md | ours / authors' here "
+        "| ours / docs/paper.md | ours decode | authors' here decode | docs/paper.md decode |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -127,7 +127,7 @@ def write_readme(path: str, record: dict) -> None:
         + ", ".join(f"{n} {p['stages_s']:.3f} s" for n, p in authors["patterns"].items())
         + "; context positions per stage "
         + "; ".join(f"{n} {p['context_counts']}" for n, p in authors["patterns"].items())
-        + " (PAPER.md's check).",
+        + " (docs/paper.md's check).",
         "",
     ]
     with open(path, "w") as f:

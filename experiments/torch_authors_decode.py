@@ -1,6 +1,6 @@
 """Cost of the authors' MSCM decoding computation on this machine (runs in the PyTorch venv).
 
-Rebuilds, from the facts in PAPER.md (not from their code), the networks the
+Rebuilds, from the facts in docs/paper.md (not from their code), the networks the
 authors' decoder runs, at their default sizes: CompressAI's `Cheng2020Attention`
 (N = M = 192) hyper-synthesis and synthesis, and per stage a 5x5 masked context
 convolution (2M x M x 5 x 5, no bias) over the *whole* latent, the entropy
@@ -27,7 +27,7 @@ import torch
 from compressai.models import Cheng2020Attention
 from torch import nn
 
-PATTERNS = {  # PAPER.md, "Patterns from the authors' code"
+PATTERNS = {  # docs/paper.md, "The method (Sec. 2)": the patterns of the authors' code
     "mscm2x2": [[0, 1], [2, 3]],
     "mscm4x4-paper": [[0, 2, 5, 4], [1, 7, 11, 8], [6, 12, 13, 10], [3, 14, 15, 9]],
 }
