@@ -193,7 +193,7 @@ def test_reading_only_the_context_taps_gives_the_same_parameters(name):
         np.testing.assert_array_equal(context.sum(), (plan.tap_mask[s] & plan.valid[s][:, None]).sum())
         got = with_kernel(params, s, y, hyper, kernels[s])
         np.testing.assert_allclose(np.asarray(got), np.asarray(decode_stage(params, s, y, hyper)), atol=2e-5)
-    if name == "mscm4x4-paper":  # PAPER.md's context positions per stage; 192 taps instead of 15 x 25
+    if name == "mscm4x4-paper":  # docs/paper.md's context positions per stage; 192 taps instead of 15 x 25
         counts = [len(stage_taps(plan, s)[0]) for s in range(plan.num_stages)]
         assert counts == [0, 1, 2, 4, 5, 8, 12, 9, 11, 15, 17, 18, 21, 22, 23, 24]
     if name == "serial":  # every stage shares one kernel object
