@@ -6,14 +6,18 @@ Compression", ICASSP 2023, arXiv:2302.09263, Sec. 2.
 A schedule is an n x n integer *stage pattern* tiled over the latent. Stage s
 decodes, in one parallel step, every element whose in-patch position holds s.
 The element's spatial context is every position of its 5x5 window (in its own
-patch and in the neighbouring ones) whose stage is smaller. For `mscm2x2`::
+patch and in the neighbouring ones) whose stage is smaller. For `mscm2x2`
+(`Schedule.context_kernel_mask()[1, 1]`)::
 
-    latent (tiled 2x2 pattern)     context of the stage-3 element X
-    0 1 0 1 0 1                    . . . . .      # = stage < 3, used
-    2 3 2 3 2 3                    # # # # #      . = stage 3 (not yet known)
-    0 1 0 1 0 1                    # . # X #
-    2 3 2 3 2 3                    # # # # #
-                                   . . . . .   (here: 16 context positions)
+    latent: the pattern tiled      window of a stage-3 element X    its context taps
+    0 1 0 1 0 1                    3 2 3 2 3                        . # . # .
+    2 3 2 3 2 3                    1 0 1 0 1                        # # # # #
+    0 1 0 1 0 1                    3 2 X 2 3                        . # X # .
+    2 3 2 3 2 3                    1 0 1 0 1                        # # # # #
+    0 1 0 1 0 1                    3 2 3 2 3                        . # . # .
+
+    # = stage < 3, decoded before X: context (16 taps)
+    . = stage 3, decoded together with X: not context
 
 The `serial` schedule is the raster-scan autoregressive model (Minnen 2018):
 one stage per latent position, the causal 5x5 mask everywhere.

@@ -1,6 +1,9 @@
+import re
+
 import numpy as np
 import pytest
 
+from mscm_jax import schedules
 from mscm_jax.schedules import (
     BUILTIN_PATTERNS,
     PAPER_4X4_ORDER,
@@ -54,6 +57,24 @@ def test_mask_is_exactly_the_smaller_stages_of_the_window():
             r, c = 6 + i, 6 + j
             window = tiled[r - 2 : r + 3, c - 2 : c + 3]
             np.testing.assert_array_equal(masks[i, j], window < pattern[i, j])
+
+
+def test_module_diagram_is_the_code():
+    """The picture in the module docstring: mscm2x2's pattern, the window of a
+    stage-3 element and its context taps, as `context_kernel_mask` has them."""
+    rows = [line.split() for line in schedules.__doc__.splitlines() if re.fullmatch(r"[\d\s.#X]+", line)]
+    rows = [r for r in rows if len(r) == 16]
+    assert len(rows) == 5
+    schedule = get_schedule("mscm2x2")
+    tiled = np.tile(schedule.pattern, (3, 3))  # 6 x 6; a stage-3 element at (3, 3)
+    np.testing.assert_array_equal([[int(v) for v in r[:6]] for r in rows], tiled[:5, :6])
+    window = [r[6:11] for r in rows]
+    assert window[2][2] == "X" and rows[2][13] == "X"
+    window[2][2] = "3"
+    np.testing.assert_array_equal(np.asarray(window, int), tiled[1:6, 1:6])
+    taps = np.asarray([r[11:] for r in rows]) == "#"
+    np.testing.assert_array_equal(taps, schedule.context_kernel_mask()[1, 1])
+    assert f"context ({taps.sum()} taps)" in schedules.__doc__
 
 
 def test_builtin_properties():
