@@ -287,11 +287,10 @@ class CompressionModel(nn.Module):
 def init_params(model: CompressionModel, rng: jax.Array, image_size: int = 64) -> Any:
     """Freshly initialized parameters (shapes do not depend on image size).
 
-    One compiled call: run op by op, the initializing forward pass compiles each
-    of its hundreds of operations apart (56 s for cheng2020-attn on a 2-core CPU).
-    On the CPU, compiled without backend optimization: the initializers' hundreds
-    of inlined random-number generators took XLA:CPU's optimizer 35 s, against 10 s
-    unoptimized, for a call that runs once.
+    One compiled call, since run op by op the initializing forward pass would
+    compile each of its hundreds of operations apart. On the CPU it is compiled
+    without backend optimization: the call runs once, and optimizing the
+    initializers' many inlined random-number generators costs more than it saves.
     """
     x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
     init = jax.jit(lambda key: model.init({"params": key, "noise": key}, x, Mode.TRAIN))
