@@ -173,6 +173,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     print(f"model {args.model}: {codec.config.transform}, N={codec.config.N}, M={codec.config.M}, "
           f"K={codec.config.num_mixtures}, schedule {codec.schedule.name}, "
           f"fingerprint {codec.fingerprint[:16]}")  # fmt: skip
+    if not args.no_store:
+        _store_model(codec, args.model, args.model)
 
     def compress_one(spec: str) -> None:
         with warnings.catch_warnings():
@@ -193,17 +195,43 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return _for_each(args.images, compress_one)
 
 
+def _store_model(codec, path: str, source: str) -> None:
+    """Makes `codec`'s model findable by fingerprint (model_store); a failure is only a warning."""
+    from mscm_jax.model_store import ModelStore
+
+    store = ModelStore()
+    model_file = path if os.path.isfile(path) else None
+    try:
+        entry, how = store.add_codec(codec, source=os.path.abspath(source), model_file=model_file)
+    except (ValueError, OSError) as e:
+        print(f"warning: model not stored in {store.root} ({e}); decoding will need --model", file=sys.stderr)
+        return
+    print(f"model store: {entry.short} {how} in {store.root}")
+
+
 def cmd_decompress(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from mscm_jax.codec import Codec, enable_compilation_cache
+    from mscm_jax.model_store import ModelStore
 
     enable_compilation_cache()
-    codec = Codec.load(args.model)
+    given = Codec.load(args.model) if args.model else None
+    store, announced = ModelStore(), set()
+
+    def codec_for(data: bytes):
+        if given is not None:
+            return given
+        codec = store.load_for_file(data)  # by the file's fingerprint; verified once per model
+        if codec.fingerprint not in announced:
+            announced.add(codec.fingerprint)
+            print(f"model {codec.fingerprint[:16]} from the store {store.root}: {codec.config.transform}, "
+                  f"N={codec.config.N}, M={codec.config.M}, schedule {codec.schedule.name}")  # fmt: skip
+        return codec
 
     def decompress_one(path: str) -> None:
         data = Path(path).read_bytes()
-        result = codec.decompress(data, max_pixels=args.max_pixels)
+        result = codec_for(data).decompress(data, max_pixels=args.max_pixels)
         out = _output_path(path, args.output, len(args.files) > 1, ".png")
         _write_atomically(out, lambda p: Image.fromarray(result.image).save(p, format="PNG"), args.overwrite)
         height, width = result.image.shape[:2]
@@ -226,6 +254,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"exported {args.workdir} (step {codec.step}) -> {out}: {size} bytes, "
         f"fingerprint {codec.fingerprint[:16]}"
     )
+    if not args.no_store:
+        _store_model(codec, str(out), args.workdir)
+    return 0
 
 
 def cmd_optimize_order(args: argparse.Namespace) -> int:
@@ -284,6 +315,8 @@ def cmd_import_torch(args: argparse.Namespace) -> int:
             f"K={config.num_mixtures}, schedule {config.schedule}) in {seconds:.1f} s "
             f"-> {args.output} ({size} bytes)"
         )
+        if not args.no_store:
+            _store_model(codec, args.output, args.checkpoint)
         return 0
     result = import_checkpoint(args.checkpoint, args.arch, args.output)
     c = result.config
@@ -294,6 +327,31 @@ def cmd_import_torch(args: argparse.Namespace) -> int:
     )
     gap = result.z_median_max_abs_diff
     print(f"z is rounded around the stored quantiles (max {gap:.2e} from the density's median)")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from mscm_jax.model_store import ModelStore, listing_lines
+
+    store = ModelStore()
+    if args.action == "add":
+
+        def add_one(path: str) -> None:
+            entry, how = store.add(path)
+            print(
+                f"{path}: {entry.short} ({entry.describe()}, schedule {entry.schedule}) {how} in {store.root}"
+            )
+
+        return _for_each(args.paths, add_one)
+    if args.action == "remove":
+        for prefix in args.fingerprints:  # errors end the command: removal is not retried blindly
+            entry = store.remove(prefix)
+            print(f"removed {entry.short} ({entry.describe()}, {entry.schedule or '?'}) from {store.root}")
+        return 0
+    entries = store.entries()
+    print(f"{len(entries)} models in {store.root} ($MSCM_JAX_MODELS to use another store)")
+    if entries:
+        print("\n".join(listing_lines(entries)))
     return 0
 
 
@@ -311,8 +369,9 @@ def add_import_torch_parser(sub) -> None:
         "-o",
         "--output",
         required=True,
-        help="a new workdir, or a MODEL.mscm-model file; both work everywhere",
+        help="a new workdir, or a MODEL.mscm-model file (then also added to the model store)",
     )
+    p.add_argument("--no-store", action="store_true", help="do not add a .mscm-model output to the store")
     p.set_defaults(func=cmd_import_torch)
 
 
@@ -383,11 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default="", help="output file (one image) or folder (default: ./NAME.mscm)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--no-store", action="store_true",
+                   help="do not add the model to the model store (decoding then needs --model)")  # fmt: skip
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("decompress", help="decode .mscm files into PNG images")
     p.add_argument("files", nargs="+", help=".mscm files")
-    p.add_argument("--model", required=True, help="the model that wrote them (workdir or .mscm-model)")
+    p.add_argument("--model", default="",
+                   help="the model that wrote them (workdir or .mscm-model); default: found in the "
+                        "model store by each file's fingerprint")  # fmt: skip
     p.add_argument(
         "-o", "--output", default="", help="output file (one input) or folder (default: ./NAME.png)"
     )
@@ -401,7 +464,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workdir")
     p.add_argument("-o", "--output", required=True, help="MODEL.mscm-model")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-store", action="store_true", help="do not add the file to the model store")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "models",
+        help="the local model store: list (default), add PATH, remove FINGERPRINT",
+        epilog="The store is $MSCM_JAX_MODELS (default ~/.cache/mscm-jax/models); decompress finds "
+        "models there by the fingerprint each .mscm file holds.",
+    )
+    p.set_defaults(func=cmd_models, action="list")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.add_parser("list", help="list the stored models")
+    a = actions.add_parser("add", help="add models: training workdirs or .mscm-model files")
+    a.add_argument("paths", nargs="+")
+    a = actions.add_parser("remove", help="remove stored models by fingerprint (a unique prefix)")
+    a.add_argument("fingerprints", nargs="+")
 
     p = sub.add_parser(
         "optimize-order", help="search the in-patch decoding order that minimizes the estimated rate"
