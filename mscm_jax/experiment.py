@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import fcntl
+import importlib.resources
 import itertools
 import os
 import platform
@@ -40,22 +41,28 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def torch_reference_python(timeout: float = 1500) -> str:
-    """Python of the PyTorch + CompressAI venv, made on first use (source checkouts only).
+    """Python of the PyTorch + CompressAI venv, made on first use.
 
-    By `tests/torch_reference/setup_env.sh`, under $MSCM_JAX_TORCH_VENV or
+    By the package's `torch_env/setup_env.sh`, under $MSCM_JAX_TORCH_VENV or
     ~/.cache/mscm-jax/torch-venv; the parity tests and `experiments/` share it.
     RuntimeError with the script's output if it cannot be made.
     """
     venv = os.path.expanduser(os.environ.get("MSCM_JAX_TORCH_VENV", "~/.cache/mscm-jax/torch-venv"))
     os.makedirs(os.path.dirname(venv), exist_ok=True)
     env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}  # the cp311 torch wheel
-    script = os.path.join(REPO, "tests", "torch_reference", "setup_env.sh")
     # Concurrent callers (pytest-xdist workers): one makes the venv, the others wait, since the
     # script starts by removing a partial one.
-    with open(f"{venv}.lock", "w") as lock:
+    with (
+        importlib.resources.as_file(importlib.resources.files("mscm_jax") / "torch_env") as torch_env,
+        open(f"{venv}.lock", "w") as lock,
+    ):
         fcntl.flock(lock, fcntl.LOCK_EX)
         done = subprocess.run(
-            ["bash", script, venv], capture_output=True, text=True, timeout=timeout, env=env
+            ["bash", str(torch_env / "setup_env.sh"), venv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
         )
     if done.returncode:
         raise RuntimeError(

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Creates the PyTorch + CompressAI reference environment of the parity tests
-# (tests/test_torch_import.py), separate from the JAX one: CompressAI 1.2.8
+# (tests/test_torch_import.py) and experiments/, separate from the JAX one: CompressAI 1.2.8
 # pins numpy < 2 and imports torchvision / torch_geometric, of which no CPU-only
 # build is to be had here, and a plain `pip install compressai` pulls GBs of
 # CUDA packages. So: the CPU torch first, then CompressAI without its
 # dependencies plus the few it really uses, and stubs for the two imports that
-# only its point-cloud and dataset registries need (tests/torch_reference/stubs).
+# only its point-cloud and dataset registries need (stubs/, next to this script).
 #
 # Usage: setup_env.sh [VENV_DIR]   (default $MSCM_JAX_TORCH_VENV or ~/.cache/mscm-jax/torch-venv)
 # Re-running on a complete environment does nothing.
