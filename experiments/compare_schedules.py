@@ -238,7 +238,11 @@ def main(argv=None) -> int:
             print(f"[3/4] {label} seed {seed}: trained {summary.steps_run} steps in {t1 - step_start:.0f} s, "
                   f"coded in {time.perf_counter() - t1:.0f} s; payload {payload:.4f} bpp",
                   flush=True)  # fmt: skip
-        summaries.append(experiment.summarize(label, schedule, results, counts, estimates))
+        summaries.append(
+            experiment.summarize(
+                label, schedule, results, counts, estimates, transform=config.model.transform
+            )
+        )
         raw[label] = evaluate.results_dict(results, name=label)
     schedule_seconds = time.perf_counter() - t0 - coding_seconds
 

@@ -27,6 +27,7 @@ from mscm_jax import evaluate, experiment
 from mscm_jax.codec import enable_compilation_cache
 from mscm_jax.configs import load_config, to_json
 from mscm_jax.train import train
+from mscm_jax.transforms import TRANSFORMS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAPER = os.path.join(os.path.dirname(HERE), "launch", "paper.py")
@@ -38,7 +39,7 @@ def parse_args(argv):
     p.add_argument("--schedules", nargs="+", default=["checkerboard", "mscm2x2", "mscm4x4-paper"])
     p.add_argument("--qualities", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
     p.add_argument("--anchor", default="", help="BD-rate anchor schedule (default: the first)")
-    p.add_argument("--family", default="cheng2020-attn", choices=["cheng2020-attn", "mbt2018"])
+    p.add_argument("--family", default="cheng2020-attn", choices=list(TRANSFORMS))
     p.add_argument(
         "--images", default="samples", help="evaluation images: samples, samples:SCENE,... or a folder"
     )
@@ -56,7 +57,7 @@ def parse_args(argv):
 
 def point_config(schedule: str, quality: int, family: str, overrides, smoke: bool):
     """launch/paper.py's config of one RD point, with overrides (and the smoke shrink)."""
-    spec = f"{PAPER}:{schedule},q{quality}" + (",mbt2018" if family == "mbt2018" else "")
+    spec = f"{PAPER}:{schedule},q{quality},{family}"
     config = load_config(spec, overrides)
     if smoke:
         config.model.update(N=4, M=4)

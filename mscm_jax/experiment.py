@@ -25,6 +25,7 @@ import datetime
 import fcntl
 import importlib.resources
 import itertools
+import math
 import os
 import platform
 import subprocess
@@ -35,6 +36,7 @@ import numpy as np
 
 from mscm_jax.evaluate import ModelResult
 from mscm_jax.schedules import get_schedule
+from mscm_jax.transforms import get_transform_family
 
 PAPER_ORDER = ("serial", "mscm4x4", "mscm2x2", "checkerboard", "hyperprior")  # the paper's bpp ranking
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,7 +131,7 @@ class ScheduleSummary:
     psnr: float
     entropy_decoding_time: float
     decoding_time: float
-    latent_elements: float  # mean h*w of the latents (the stage count of `serial`)
+    latent_elements: float  # mean h*w of the coded latents (the stage count of `serial`)
 
 
 def _seed_mean(result: ModelResult, values) -> float:
@@ -142,12 +144,17 @@ def summarize(
     results: Sequence[ModelResult],
     params: Sequence[dict],
     estimated_bpp: Sequence[float] = (),
+    *,
+    transform: str,
 ) -> ScheduleSummary:
     """Summary of one schedule from its per-seed results and parameter counts (`{"context": n, ...}`).
 
     `estimated_bpp`: per seed, the mean over images of the model's estimated bpp (optional).
+    `transform`: the models' transform family, whose geometry gives the latent sizes.
     """
     s = get_schedule(schedule)
+    family = get_transform_family(transform)
+    latent_elements = lambda im: math.prod(family.latent_shapes(im.height, im.width)[0])  # noqa: E731
     payload = [r.mean("payload_bpp") for r in results]
     pixels = lambda im: im.height * im.width  # noqa: E731
     stage_bpp, share = (), None
@@ -174,8 +181,7 @@ def summarize(
         psnr=float(np.mean([r.mean("psnr") for r in results])),
         entropy_decoding_time=float(np.mean([r.mean("entropy_decoding_time") for r in results])),
         decoding_time=float(np.mean([r.mean("decoding_time") for r in results])),
-        latent_elements=float(np.mean([_seed_mean(r, lambda im: -(-im.height // 16) * -(-im.width // 16))
-                                       for r in results])),
+        latent_elements=float(np.mean([_seed_mean(r, latent_elements) for r in results])),
     )  # fmt: skip
 
 

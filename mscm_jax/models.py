@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import json
 from typing import Any
 
@@ -23,6 +24,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mscm_jax.context import MultistageContext, StageKernel, read_stage, write_stage
 from mscm_jax.entropy_models import (
@@ -32,7 +34,7 @@ from mscm_jax.entropy_models import (
 )
 from mscm_jax.ops import QuantizationMode, pad_to_multiple, quantize
 from mscm_jax.schedules import Schedule, get_schedule
-from mscm_jax.transforms import HYPER_STRIDE, TRANSFORMS, get_transform_family
+from mscm_jax.transforms import TRANSFORMS, TransformFamily, get_transform_family
 
 
 class Rounding(str, enum.Enum):
@@ -134,6 +136,11 @@ class ModelConfig:
     def schedule_obj(self) -> Schedule:
         return get_schedule(self.schedule)
 
+    @property
+    def transform_family(self) -> TransformFamily:
+        """The transforms and the latent geometry (strides) of `transform`."""
+        return get_transform_family(self.transform)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -177,7 +184,7 @@ class CompressionModel(nn.Module):
 
     def setup(self):
         c = self.config
-        family = get_transform_family(c.transform)
+        family = c.transform_family
         dtype = COMPUTE_DTYPES[c.compute_dtype]
         self.g_a = family.analysis(c.N, c.M, dtype)
         self.g_s = family.synthesis(c.N, c.M, dtype)
@@ -196,8 +203,12 @@ class CompressionModel(nn.Module):
     # -- the pieces the coder calls one by one ------------------------------
 
     def analysis(self, x: jax.Array) -> jax.Array:
-        """Image (B, H, W, 3) -> y (B, ceil(H/64)*4, ceil(W/64)*4, M), float32."""
-        return self.g_a(pad_to_multiple(x, HYPER_STRIDE)).astype(jnp.float32)
+        """Image (B, H, W, 3) -> y, float32, of the shape `TransformFamily.latent_shapes` gives.
+
+        The image is padded to a multiple of the hyper stride, so that z covers y exactly.
+        """
+        stride = self.config.transform_family.hyper_stride
+        return self.g_a(pad_to_multiple(x, stride)).astype(jnp.float32)
 
     def hyper_analysis(self, y: jax.Array) -> jax.Array:
         return self.h_a(y).astype(jnp.float32)
@@ -304,3 +315,21 @@ def init_model(config: ModelConfig, rng: jax.Array, image_size: int = 64) -> tup
     """A model and freshly initialized parameters."""
     model = CompressionModel(config)
     return model, init_params(model, rng, image_size)
+
+
+def model_fingerprint(config: ModelConfig, params: Any) -> str:
+    """sha256 (hex) of the config and every parameter's path, dtype, shape and bytes.
+
+    The identity that model files and bitstreams carry, and that training
+    reports. Parameters replicated over several processes hash this process's
+    copy, so that every process reports the same value.
+    """
+    digest = hashlib.sha256(b"mscm-jax model v1\0")
+    digest.update(json.dumps(config.to_dict(), sort_keys=True).encode())
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            leaf = leaf.addressable_data(0)
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(f"{jax.tree_util.keystr(path)}|{array.dtype.str}|{array.shape}\0".encode())
+        digest.update(array.astype(array.dtype.newbyteorder("<")).tobytes())
+    return digest.hexdigest()

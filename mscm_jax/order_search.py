@@ -329,8 +329,9 @@ def model_latent_moments(
 
     `images` is `samples` (the built-in photos), `samples:SCENE,...` or a folder
     of PNG/JPEG files (`evaluate.load_images`); `max_images` > 0 keeps the first
-    ones. Each latent is cropped to ceil(H/16) x ceil(W/16), the part that covers the image. Returns the
-    moments and a one-line description of the model and images.
+    ones. Each latent is cropped to the part that covers the image, ceil(H/s) x ceil(W/s)
+    at the family's latent stride s. Returns the moments and a one-line
+    description of the model and images.
     """
     import jax
 
@@ -341,12 +342,13 @@ def model_latent_moments(
 
     config, params, step = load_workdir_params(workdir)
     model = CompressionModel(config)
+    stride = config.transform_family.latent_stride
     analysis = jax.jit(lambda p, x: model.apply(p, x, method=CompressionModel.analysis))
     loaded = load_images(images, max_images)
     moments = None
     for _, image in loaded:
         y = np.asarray(analysis(params, to_float(image)[None]))
-        y = np.round(y[:, : -(-image.shape[0] // 16), : -(-image.shape[1] // 16)])
+        y = np.round(y[:, : -(-image.shape[0] // stride), : -(-image.shape[1] // stride)])
         part = tap_moments(y, n)
         moments = part if moments is None else moments + part
     names = ", ".join(name for name, _ in loaded)

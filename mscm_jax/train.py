@@ -14,7 +14,6 @@ from the step, so k steps + resume to 2k equals 2k steps straight.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 from mscm_jax.configs import ConfigError, model_config, param_groups, to_json, validate
 from mscm_jax.data import BatchLoader, centre_crop, open_sources, to_float
-from mscm_jax.models import CompressionModel, Mode, ModelConfig, init_params
+from mscm_jax.models import CompressionModel, Mode, ModelConfig, init_params, model_fingerprint
 
 # Testing hook: simulate a pre-emption by SIGKILL right after the checkpoint
 # of this step is durably written.
@@ -68,7 +67,7 @@ class TrainSummary:
     last_eval: dict
     input_images_per_second: float
     skipped_steps: int
-    params_sha256: str
+    params_sha256: str  # `model_fingerprint` of the trained (not the EMA) parameters
     process_index: int
     process_count: int
 
@@ -448,17 +447,7 @@ def train(
         last_eval=last_eval,
         input_images_per_second=loader.images_per_second,
         skipped_steps=skipped,
-        params_sha256=params_fingerprint(state.params),
+        params_sha256=model_fingerprint(model.config, state.params),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-
-
-def params_fingerprint(params: Any) -> str:
-    """sha256 of this process's copy of the (replicated) parameters, in tree order."""
-    digest = hashlib.sha256()
-    for leaf in jax.tree.leaves(params):
-        digest.update(
-            np.asarray(leaf.addressable_data(0) if hasattr(leaf, "addressable_data") else leaf).tobytes()
-        )
-    return digest.hexdigest()

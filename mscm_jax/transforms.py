@@ -7,14 +7,17 @@
   with Discretized Gaussian Mixture Likelihoods and Attention Modules",
   CVPR 2020, Fig. 2 (CompressAI's `Cheng2020Attention`), the MSCM paper's base.
 
-Each family maps an image (B, H, W, 3) to y (B, H/16, W/16, M), y to
-z (B, H/64, W/64, N), and back; `hyper_synthesis` outputs 2M channels of
-hyperprior features for the entropy-parameter network.
+Each family maps an image (B, H, W, 3) to y (B, H/s_y, W/s_y, M), y to
+z (B, H/s_z, W/s_z, N), and back, with the strides s_y, s_z its
+`TransformFamily` declares (16 and 64 for both families here);
+`hyper_synthesis` outputs 2M channels of hyperprior features for the
+entropy-parameter network.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -31,10 +34,6 @@ from mscm_jax.layers import (
     SubpelConv,
     leaky_relu,
 )
-
-# Total down-sampling of image -> y, and of image -> z.
-LATENT_STRIDE = 16
-HYPER_STRIDE = 64
 
 
 class Mbt2018Analysis(nn.Module):
@@ -160,23 +159,58 @@ class Cheng2020HyperSynthesis(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class TransformFamily:
+    """The four transforms of a model family and the geometry they fix.
+
+    latent_stride: image pixels per element of y along each axis.
+    hyper_stride: the same for z; the analysis pads images to a multiple of it.
+    analysis_output: name of the analysis transform's last convolution, the one
+      that sets the scale of y (`spread_latents`).
+    """
+
     analysis: type[nn.Module]
     synthesis: type[nn.Module]
     hyper_analysis: type[nn.Module]
     hyper_synthesis: type[nn.Module]
+    latent_stride: int
+    hyper_stride: int
+    analysis_output: str
+
+    def latent_shapes(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The coded y (h, w) and z (h, w) of a height x width image (padded to `hyper_stride`)."""
+        zh, zw = -(-height // self.hyper_stride), -(-width // self.hyper_stride)
+        ratio = self.hyper_stride // self.latent_stride
+        return (ratio * zh, ratio * zw), (zh, zw)
 
 
 TRANSFORMS: dict[str, TransformFamily] = {
     "mbt2018": TransformFamily(
-        Mbt2018Analysis, Mbt2018Synthesis, Mbt2018HyperAnalysis, Mbt2018HyperSynthesis
+        Mbt2018Analysis, Mbt2018Synthesis, Mbt2018HyperAnalysis, Mbt2018HyperSynthesis,
+        latent_stride=16, hyper_stride=64, analysis_output="conv3",
     ),
     "cheng2020-attn": TransformFamily(
-        Cheng2020Analysis, Cheng2020Synthesis, Cheng2020HyperAnalysis, Cheng2020HyperSynthesis
+        Cheng2020Analysis, Cheng2020Synthesis, Cheng2020HyperAnalysis, Cheng2020HyperSynthesis,
+        latent_stride=16, hyper_stride=64, analysis_output="down3",
     ),
-}
+}  # fmt: skip
+
+# bench.py's name for the latent stride, which both families share; it goes when bench reads the family's.
+LATENT_STRIDE = TRANSFORMS["cheng2020-attn"].latent_stride
 
 
 def get_transform_family(name: str) -> TransformFamily:
     if name not in TRANSFORMS:
         raise ValueError(f"unknown transform {name!r}; valid transforms are {', '.join(TRANSFORMS)}")
     return TRANSFORMS[name]
+
+
+def spread_latents(params: Any, transform: str, factor: float) -> Any:
+    """`params` with the analysis transform's last convolution scaled by `factor`.
+
+    A freshly initialized analysis outputs latents near 0, which all code to one
+    symbol; tests and benchmarks of untrained models scale it so that symbols
+    span several values. The input tree is not modified.
+    """
+    layer = get_transform_family(transform).analysis_output
+    g_a = dict(params["params"]["g_a"])
+    g_a[layer] = jax.tree.map(lambda w: w * factor, g_a[layer])
+    return {**params, "params": {**params["params"], "g_a": g_a}}

@@ -39,7 +39,7 @@ def _model(stream_bits, z_bits=100, psnr=30.0, pixels=(64, 64)) -> ModelResult:
 def _summary(label, schedule, per_seed_stream_bits):
     models = [_model(bits) for bits in per_seed_stream_bits]
     params = [{"context": 10, "context_kernel": 4}] * len(models)
-    return experiment.summarize(label, schedule, models, params, [0.1] * len(models))
+    return experiment.summarize(label, schedule, models, params, [0.1] * len(models), transform="mbt2018")
 
 
 def test_summary_fields():

@@ -7,7 +7,8 @@ import pytest
 
 from mscm_jax.context import EntropyParameters
 from mscm_jax.entropy_models import gaussian_mass
-from mscm_jax.models import CompressionModel, ModelConfig, init_model
+from mscm_jax.models import CompressionModel, ModelConfig, init_model, init_params, model_fingerprint
+from mscm_jax.transforms import TRANSFORMS, spread_latents
 
 ODD_IMAGE = (67, 101)  # padded to 128 x 128: an 8 x 8 latent, not divisible by 3.
 
@@ -74,6 +75,39 @@ def test_parameter_tree_contract(mbt_mscm3x3):
     assert [net[f"dense{i}"]["kernel"].shape for i in range(3)] == [
         (4 * m, m * 10 // 3), (m * 10 // 3, m * 8 // 3), (m * 8 // 3, 9 * m),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("transform", list(TRANSFORMS))
+def test_transform_family_geometry_is_the_transforms(transform):
+    """The strides a family declares are those of its transforms, on a size divisible by neither."""
+    config = ModelConfig(transform=transform, N=4, M=4, num_mixtures=1, schedule="hyperprior")
+    model = CompressionModel(config)
+    params = jax.eval_shape(lambda key: init_params(model, key), jax.random.PRNGKey(0))
+    x = jax.ShapeDtypeStruct((1, 100, 140, 3), jnp.float32)
+    y = jax.eval_shape(lambda p, x: model.apply(p, x, method=CompressionModel.analysis), params, x)
+    z = jax.eval_shape(lambda p, y: model.apply(p, y, method=CompressionModel.hyper_analysis), params, y)
+    assert (
+        (y.shape[1:3], z.shape[1:3]) == config.transform_family.latent_shapes(100, 140) == ((8, 12), (2, 3))
+    )
+    # spread_latents scales the analysis' last convolution (a layer of its parameters) and only it.
+    layer = config.transform_family.analysis_output
+    ones = jax.tree_util.tree_map(lambda s: np.ones(s.shape, s.dtype), params)
+    spread = spread_latents(ones, transform, 40.0)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(spread)[0]:
+        scaled = path[:3] == tuple(jax.tree_util.DictKey(k) for k in ("params", "g_a", layer))
+        np.testing.assert_array_equal(leaf, 40.0 if scaled else 1.0)
+    assert all((leaf == 1).all() for leaf in jax.tree_util.tree_leaves(ones))
+
+
+def test_model_fingerprint_names_config_and_every_parameter(mbt_mscm3x3):
+    config, _, params = mbt_mscm3x3
+    fingerprint = model_fingerprint(config, params)
+    assert fingerprint == model_fingerprint(config, jax.tree_util.tree_map(np.asarray, params))
+    other = ModelConfig.from_dict({**config.to_dict(), "schedule": "mscm2x2"})
+    assert model_fingerprint(other, params) != fingerprint
+    changed = jax.tree_util.tree_map(lambda a: a, params)
+    changed["params"]["h_s"]["conv2"]["bias"] = changed["params"]["h_s"]["conv2"]["bias"].at[0].add(1e-6)
+    assert model_fingerprint(config, changed) != fingerprint
 
 
 def test_hyperprior_schedule_is_a_plain_mean_scale_hyperprior():

@@ -13,6 +13,7 @@ from mscm_jax.configs import load_config
 from mscm_jax.models import CompressionModel
 from mscm_jax.schedules import get_schedule
 from mscm_jax.train import checkpoint_manager, init_state, model_config, prepare_workdir, save_checkpoint
+from mscm_jax.transforms import spread_latents
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.py")
 
@@ -27,8 +28,7 @@ def workdir(tmp_path_factory):
     config = load_config(TINY, [])
     prepare_workdir(path, config)
     state, _ = init_state(CompressionModel(model_config(config)), config.train, jax.random.PRNGKey(0), 64)
-    last = state.params["params"]["g_a"]["conv3"]
-    last["kernel"], last["bias"] = 200 * last["kernel"], 200 * last["bias"]
+    state = state.replace(params=spread_latents(state.params, config.model.transform, 200.0))
     manager = checkpoint_manager(path, 1)
     save_checkpoint(manager, state, {"seed": config.train.seed, "next_step": 0})
     manager.wait_until_finished()
