@@ -7,8 +7,8 @@ Compression", ICASSP 2023, arXiv:2302.09263, in JAX/Flax.
 from mscm_jax.context import MultistageContext, stage_context, stage_network_inputs
 from mscm_jax.entropy_models import (
     DeepFactorized,
-    GaussianConditional,
     GaussianMixtureConditional,
+    gaussian_conditional,
 )
 from mscm_jax.models import CompressionModel, ForwardResult, Mode, ModelConfig, Rounding, init_model
 from mscm_jax.ops import QuantizationMode, quantize
@@ -20,7 +20,6 @@ __all__ = [
     "CompressionModel",
     "DeepFactorized",
     "ForwardResult",
-    "GaussianConditional",
     "GaussianMixtureConditional",
     "Mode",
     "ModelConfig",
@@ -31,6 +30,7 @@ __all__ = [
     "ScheduleError",
     "StagePlan",
     "builtin_schedules",
+    "gaussian_conditional",
     "get_schedule",
     "init_model",
     "quantize",

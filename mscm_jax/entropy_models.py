@@ -4,7 +4,7 @@
   Hwang, Johnston, "Variational Image Compression with a Scale Hyperprior",
   ICLR 2018, Appendix 6.1 (a per-channel monotone CDF built from softplus
   matrices, biases and tanh gates).
-- `GaussianConditional` and `GaussianMixtureConditional` for y: the
+- `GaussianMixtureConditional` (and `gaussian_conditional`, K = 1) for y: the
   probability mass of the unit interval around each value,
   `P(v) = sum_k w_k [Phi((v + 1/2 - mu_k) / sigma_k) - Phi((v - 1/2 - mu_k) / sigma_k)]`
   (Minnen 2018 Eq. (2) with K = 1; Cheng 2020 Eq. (5) for the mixture).
@@ -231,7 +231,7 @@ class GaussianMixtureConditional:
         return jnp.sum(params.weights * params.means, axis=-1)
 
 
-def GaussianConditional(  # noqa: N802 - reads as a class, as in CompressAI.
+def gaussian_conditional(
     scale_bound: float = SCALE_BOUND, likelihood_bound: float = LIKELIHOOD_BOUND
 ) -> GaussianMixtureConditional:
     """A single Gaussian per element (Minnen 2018): the mixture with K = 1."""

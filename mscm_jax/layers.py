@@ -7,12 +7,9 @@ taps: published PyTorch weights then import unchanged (up to layout).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mscm_jax.ops import lower_bound, pixel_shuffle
 
@@ -27,21 +24,18 @@ def leaky_relu(x: jax.Array) -> jax.Array:
 
 
 class Conv2d(nn.Module):
-    """k x k convolution with PyTorch padding `k // 2` and optional kernel mask."""
+    """k x k convolution with PyTorch padding `k // 2`."""
 
     features: int
     kernel_size: int = 3
     stride: int = 1
     use_bias: bool = True
-    kernel_mask: np.ndarray | None = None  # (k, k) of 0/1, applied to the kernel.
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k = self.kernel_size
         kernel = self.param("kernel", torch_default_init, (k, k, x.shape[-1], self.features))
-        if self.kernel_mask is not None:
-            kernel = kernel * jnp.asarray(self.kernel_mask, kernel.dtype)[:, :, None, None]
         pad = k // 2
         y = jax.lax.conv_general_dilated(
             x.astype(self.dtype),
@@ -239,9 +233,3 @@ class AttentionBlock(nn.Module):
             b = residual_unit(b, f"b{i}")
         b = Conv2d(n, 1, dtype=self.dtype, name="b_out")(b)
         return x + a * jax.nn.sigmoid(b)
-
-
-def sequential(layers: list[Callable[[jax.Array], jax.Array]], x: jax.Array) -> jax.Array:
-    for layer in layers:
-        x = layer(x)
-    return x

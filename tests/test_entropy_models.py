@@ -6,10 +6,10 @@ from scipy.special import ndtr
 
 from mscm_jax.entropy_models import (
     DeepFactorized,
-    GaussianConditional,
     GaussianMixtureConditional,
     factorized_likelihood,
     factorized_logits_cumulative,
+    gaussian_conditional,
     gaussian_mass,
 )
 from mscm_jax.ops import QuantizationMode, lower_bound, quantize
@@ -56,7 +56,7 @@ def test_mixture_channel_layout_is_scales_means_weights():
     # Chunk 0 = scales (channels 0..5), component k owns channels k*M..(k+1)*M.
     np.testing.assert_allclose(np.asarray(params.scales), [[0.11, 2.0, 4.0], [1.0, 3.0, 5.0]], rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(params.means), [[6.0, 8.0, 10.0], [7.0, 9.0, 11.0]])
-    assert GaussianConditional().num_parameter_channels(m) == 2 * m
+    assert gaussian_conditional().num_parameter_channels(m) == 2 * m
 
 
 def _trained_like_factorized(channels=4):
