@@ -17,6 +17,7 @@ from mscm_jax.schedules import Schedule, ScheduleError, StagePlan, builtin_sched
 __version__ = "0.1.0"
 
 __all__ = [
+    "Codec",
     "CompressionModel",
     "DeepFactorized",
     "ForwardResult",
@@ -37,3 +38,13 @@ __all__ = [
     "stage_context",
     "stage_network_inputs",
 ]
+
+
+def __getattr__(name: str):
+    # The codec (and its coder) loads on first use: `import mscm_jax` for
+    # training or the model alone does not pay for it.
+    if name == "Codec":
+        from mscm_jax.codec import Codec
+
+        return Codec
+    raise AttributeError(f"module 'mscm_jax' has no attribute {name!r}")

@@ -207,3 +207,11 @@ def test_cheng2020_shapes_and_bfloat16_transforms():
     assert result.y_likelihoods.dtype == jnp.float32 and result.y_likelihoods.shape == (1, 4, 8, 8)
     assert np.isfinite(np.asarray(result.bpp)).all()
     assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(params))
+
+
+def test_public_api_is_importable_from_the_package():
+    import mscm_jax
+    from mscm_jax.codec import Codec
+
+    assert all(getattr(mscm_jax, name) is not None for name in mscm_jax.__all__)
+    assert mscm_jax.Codec is Codec
