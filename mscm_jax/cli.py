@@ -111,6 +111,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if ev:
         print(f"held-out: loss {ev['loss']:.4f}, bpp {ev['bpp']:.4f} (estimated), PSNR {ev['psnr']:.2f} dB")
+    baseline = config.get("compare_with", "")
+    if baseline and summary.process_index == 0:
+        from mscm_jax.baselines import heldout_comparison
+
+        print("\n".join(heldout_comparison(config, args.workdir, baseline).lines()))
     return 0
 
 
@@ -376,17 +381,48 @@ def add_import_torch_parser(sub) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from mscm_jax.codec import enable_compilation_cache
     from mscm_jax.evaluate import evaluate_models, load_images, summary_lines, write_results_json
 
-    enable_compilation_cache()
-    images = load_images(args.images, args.max_images)
-    results = evaluate_models(args.model, images, progress=not args.no_progress)
+    if bool(args.model) == bool(args.codec):
+        raise UsageError("give --model (repeatable) or --codec, not both")
+    json_args = {"name": args.name}
+    if args.codec:
+        from mscm_jax import baselines
+
+        baselines.check_codec(args.codec)  # before loading images: a missing codec is one line
+        images = load_images(args.images, args.max_images)
+        qualities = args.qualities or baselines.DEFAULT_QUALITIES
+        results = baselines.evaluate_baseline(args.codec, images, qualities, progress=not args.no_progress)
+        json_args = {
+            "name": args.name or baselines.CODECS[args.codec][1],
+            "description": baselines.baseline_json_description(args.codec, results),
+            "conventions": baselines.BASELINE_CONVENTIONS,
+        }
+    else:
+        from mscm_jax.codec import enable_compilation_cache
+
+        if args.qualities:
+            raise UsageError("--qualities goes with --codec")
+        enable_compilation_cache()
+        images = load_images(args.images, args.max_images)
+        results = evaluate_models(args.model, images, progress=not args.no_progress)
     print(f"{len(images)} images ({args.images}); averages over images, times in s:")
     print("\n".join(summary_lines(results)))
     if args.output:
-        write_results_json(results, args.output, name=args.name)
+        write_results_json(results, args.output, **json_args)
         print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from mscm_jax.plot import bd_rate_rows, bd_table_lines, find_anchor, load_curves, plot_rd
+
+    curves = load_curves(args.results)
+    anchor = find_anchor(curves, args.anchor)
+    plot_rd(curves, args.output, title=args.title)
+    print(f"wrote {args.output}: {len(curves)} curves, bpp vs PSNR-RGB and vs MS-SSIM-RGB (dB)")
+    rows = bd_rate_rows(curves, anchor, args.method)
+    print("\n".join(bd_table_lines(rows, curves[anchor].name, args.method)))
     return 0
 
 
@@ -495,15 +531,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_import_torch_parser(sub)
 
-    p = sub.add_parser("evaluate", help="code images for real with each model: bpp, PSNR, MS-SSIM, times")
-    p.add_argument("--model", action="append", required=True,
+    p = sub.add_parser(
+        "evaluate",
+        help="code images for real with each model (or a classical codec): bpp, PSNR, MS-SSIM, times",
+    )
+    p.add_argument("--model", action="append", default=[],
                    help="workdir or .mscm-model; repeat for the points of one RD curve")  # fmt: skip
+    p.add_argument("--codec", default="", choices=["jpeg", "webp", "avif"],
+                   help="a classical codec (through Pillow) instead of --model")  # fmt: skip
+    p.add_argument("--qualities", type=int, nargs="+", default=None,
+                   help="--codec qualities 0..100, one RD point each (default 5 10 20 ... 95)")  # fmt: skip
     p.add_argument("--images", default="samples", help="samples, samples:SCENE,... or a folder of images")
     p.add_argument("-o", "--output", default="", help="results JSON (CompressAI eval_model layout)")
     p.add_argument("--name", default="", help="the JSON's name (default: from the schedules)")
     p.add_argument("--max-images", type=int, default=0, help="use the first N images (0: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
+
+    from mscm_jax.bd_rate import METHODS
+
+    p = sub.add_parser("plot", help="RD curves (bpp vs PSNR and MS-SSIM dB) of results JSONs and BD-rates")
+    p.add_argument("results", nargs="+", help="evaluation results JSON files, one curve each")
+    p.add_argument("-o", "--output", required=True, help="the figure (rd.png; .pdf or .svg work too)")
+    p.add_argument("--anchor", default="", help="BD-rate anchor: a file or curve name (default: the first)")
+    p.add_argument("--method", default="pchip", choices=list(METHODS), help="BD-rate interpolation")
+    p.add_argument("--title", default="")
+    p.set_defaults(func=cmd_plot)
     return parser
 
 

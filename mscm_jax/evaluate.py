@@ -81,8 +81,8 @@ class ImageResult:
     ms_ssim: float | None
     encoding_time: float
     decoding_time: float
-    entropy_decoding_time: float
-    synthesis_time: float
+    entropy_decoding_time: float | None  # None where it does not apply (classical codecs: `baselines`)
+    synthesis_time: float | None
     compile_time: float  # JIT compilation this image triggered (0 once its shape is compiled)
 
 
@@ -192,7 +192,9 @@ def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else value
 
 
-def results_dict(results: Sequence[ModelResult], name: str = "", description: str = "") -> dict:
+def results_dict(
+    results: Sequence[ModelResult], name: str = "", description: str = "", conventions: dict | None = None
+) -> dict:
     """CompressAI `eval_model` layout plus extra lists, conventions and a per-image section."""
     if not results:
         raise ValueError("no results to write")
@@ -214,15 +216,19 @@ def results_dict(results: Sequence[ModelResult], name: str = "", description: st
             images.append(row)
         meta = {k: v for k, v in dataclasses.asdict(r).items() if k != "images"}
         models.append({**meta, "images": images})
-    return {"name": name, "description": description, "results": lists, "conventions": CONVENTIONS,
-            "models": models}  # fmt: skip
+    return {"name": name, "description": description, "results": lists,
+            "conventions": conventions or CONVENTIONS, "models": models}  # fmt: skip
 
 
 def write_results_json(
-    results: Sequence[ModelResult], path: str | os.PathLike, name: str = "", description: str = ""
+    results: Sequence[ModelResult],
+    path: str | os.PathLike,
+    name: str = "",
+    description: str = "",
+    conventions: dict | None = None,
 ) -> dict:
     """Writes `results_dict(...)` as indented JSON (atomically); returns the dict."""
-    data = results_dict(results, name, description)
+    data = results_dict(results, name, description, conventions)
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
@@ -237,13 +243,16 @@ def summary_lines(results: Sequence[ModelResult]) -> list[str]:
     """A short table of the averages, one line per model."""
     head = f"{'model':<32}{'bpp':>9}{'payload':>9}{'PSNR':>8}{'MS-SSIM':>9}{'enc s':>8}{'dec s':>8}"
     lines = [head + f"{'entropy':>9}{'synth':>8}{'compile':>9}"]
+
+    def num(value: float | None, width: int, digits: int) -> str:
+        return f"{'null' if value is None else f'{value:.{digits}f}':>{width}}"
+
     for r in results:
-        ms = r.mean("ms_ssim")
         name = os.path.basename(r.model.rstrip("/")) or r.model
         lines.append(
-            f"{name[:31]:<32}{r.mean('bpp'):>9.4f}{r.mean('payload_bpp'):>9.4f}{r.mean('psnr'):>8.2f}"
-            f"{'null' if ms is None else f'{ms:.4f}':>9}{r.mean('encoding_time'):>8.3f}"
-            f"{r.mean('decoding_time'):>8.3f}{r.mean('entropy_decoding_time'):>9.3f}"
-            f"{r.mean('synthesis_time'):>8.3f}{r.compile_time:>9.2f}"
+            f"{name[:31]:<32}{num(r.mean('bpp'), 9, 4)}{num(r.mean('payload_bpp'), 9, 4)}"
+            f"{num(r.mean('psnr'), 8, 2)}{num(r.mean('ms_ssim'), 9, 4)}{num(r.mean('encoding_time'), 8, 3)}"
+            f"{num(r.mean('decoding_time'), 8, 3)}{num(r.mean('entropy_decoding_time'), 9, 3)}"
+            f"{num(r.mean('synthesis_time'), 8, 3)}{r.compile_time:>9.2f}"
         )
     return lines
