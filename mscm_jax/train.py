@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -37,10 +36,6 @@ from jax.sharding import PartitionSpec as P
 from mscm_jax.configs import ConfigError, model_config, param_groups, to_json, validate
 from mscm_jax.data import BatchLoader, centre_crop, open_sources, to_float
 from mscm_jax.models import CompressionModel, Mode, ModelConfig, init_params, model_fingerprint
-
-# Testing hook: simulate a pre-emption by SIGKILL right after the checkpoint
-# of this step is durably written.
-KILL_AFTER_SAVE_ENV = "MSCM_JAX_KILL_AFTER_SAVE_STEP"
 
 
 class TrainingError(RuntimeError):
@@ -297,47 +292,36 @@ class MetricsWriter:
 
 
 # --------------------------------------------------------------------------
-# The loop.
+# The pieces of a run: devices, starting state, data, signals, reporting.
 # --------------------------------------------------------------------------
 
 
-def _eval_batch(source, crop: int, limit: int) -> np.ndarray:
-    count = min(len(source), limit)
-    images = [to_float(centre_crop(source.load(i), crop)) for i in range(count)]
-    if crop <= 0 and len({im.shape for im in images}) > 1:
-        raise ConfigError("config.data.eval_crop = 0 needs eval images of one size")
-    return np.stack(images)
+@dataclasses.dataclass(frozen=True)
+class Shardings:
+    """Data parallelism over all devices: state replicated, batches split along "data"."""
+
+    replicated: NamedSharding
+    data: NamedSharding
 
 
-def train(
-    config: ml_collections.ConfigDict,
-    workdir: str | epath.Path,
-    batches: Iterator[tuple[int, np.ndarray]] | None = None,
-    progress: bool = True,
-) -> TrainSummary:
-    """Trains (or resumes) the run of `config` in `workdir`.
-
-    `batches`, if given, replaces the data loader (tests feed crafted batches).
-    """
-    from tqdm import tqdm
-
-    validate(config)
-    workdir = absolute_workdir(workdir)
-    t_cfg, d_cfg = config.train, config.data
-    prepare_workdir(workdir, config)
-    model = CompressionModel(model_config(config))
-
+def data_parallel_shardings(batch_size: int) -> Shardings:
     devices = np.asarray(jax.devices())
-    if t_cfg.batch_size % len(devices):
-        raise ConfigError(f"batch size {t_cfg.batch_size} is not divisible by {len(devices)} devices")
+    if batch_size % len(devices):
+        raise ConfigError(f"batch size {batch_size} is not divisible by {len(devices)} devices")
     mesh = Mesh(devices, ("data",))
-    replicated = NamedSharding(mesh, P())
-    data_sharding = NamedSharding(mesh, P("data"))
+    return Shardings(NamedSharding(mesh, P()), NamedSharding(mesh, P("data")))
 
-    key = jax.random.PRNGKey(t_cfg.seed)
-    init_key, noise_key = jax.random.split(key)
-    state, tx = init_state(model, t_cfg, init_key, d_cfg.crop)
-    manager = checkpoint_manager(workdir, t_cfg.keep_checkpoints)
+
+def start_state(
+    model: CompressionModel,
+    config: ml_collections.ConfigDict,
+    workdir: epath.Path,
+    manager: ocp.CheckpointManager,
+    key: jax.Array,
+) -> tuple[TrainState, optax.GradientTransformation]:
+    """The state a run starts from: its latest checkpoint, else a fresh init (with `init_from`'s groups)."""
+    t_cfg = config.train
+    state, tx = init_state(model, t_cfg, key, config.data.crop)
     restored = restore_checkpoint(manager, state)
     if restored is not None:
         state, loader_state = restored
@@ -350,94 +334,183 @@ def train(
         params = _take_groups(state.params, source_params, groups, f"{t_cfg.init_from} (step {source_step})")
         state = TrainState(state.step, params, tx.init(params), initial_ema(params, t_cfg))
         print(f"initialized {sorted(groups)} from {t_cfg.init_from} step {source_step}", file=sys.stderr)
-    state = jax.device_put(state, replicated)
-    start_step = int(state.step)
+    return state, tx
 
-    step_fn = jax.jit(
-        make_train_step(model, tx, t_cfg),
-        in_shardings=(replicated, data_sharding, replicated),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
-    )
-    eval_fn = jax.jit(make_eval_step(model, t_cfg.lmbda))
 
+def _eval_batch(source, crop: int, limit: int) -> np.ndarray:
+    count = min(len(source), limit)
+    images = [to_float(centre_crop(source.load(i), crop)) for i in range(count)]
+    if crop <= 0 and len({im.shape for im in images}) > 1:
+        raise ConfigError("config.data.eval_crop = 0 needs eval images of one size")
+    return np.stack(images)
+
+
+def open_data(config: ml_collections.ConfigDict) -> tuple[BatchLoader, np.ndarray]:
+    """This process's training batches (a pure function of seed and step) and the eval images."""
+    d_cfg, t_cfg = config.data, config.train
     train_source, eval_source = open_sources(
         d_cfg.source, d_cfg.eval_source, tuple(d_cfg.eval_scenes), d_cfg.include_textures,
         d_cfg.tfds_split, d_cfg.tfds_eval_split,
     )  # fmt: skip
-    eval_images = jax.device_put(_eval_batch(eval_source, d_cfg.eval_crop, d_cfg.max_eval_images), replicated)
     loader = BatchLoader(
         train_source, t_cfg.batch_size, d_cfg.crop, t_cfg.seed,
         jax.process_index(), jax.process_count(), d_cfg.workers, d_cfg.prefetch,
     )  # fmt: skip
-    if batches is None:
-        batches = loader.iterate(start_step, t_cfg.total_steps)
-    writer = MetricsWriter(workdir)
+    return loader, _eval_batch(eval_source, d_cfg.eval_crop, d_cfg.max_eval_images)
 
-    stop = {"signal": None}
-    previous = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
-    kill_after = int(os.environ.get(KILL_AFTER_SAVE_ENV, "-1"))
-    nonfinite_in_row = skipped = 0
-    last_train: dict = {}
-    last_eval: dict = {}
-    started = time.perf_counter()
-    bar = tqdm(total=t_cfg.total_steps, initial=start_step, disable=not progress or jax.process_index() != 0,
-               unit="step", dynamic_ncols=True)  # fmt: skip
 
-    def evaluate(step: int) -> dict:
-        params = state.ema_params if t_cfg.ema_decay > 0 else state.params
-        metrics = {k: float(v) for k, v in eval_fn(params, eval_images).items()}
-        writer.write(step, "eval", metrics)
+def compile_steps(model: CompressionModel, tx: optax.GradientTransformation, train_cfg, shardings: Shardings):
+    """The jitted train step (state donated and replicated, batch split over devices) and eval step."""
+    step_fn = jax.jit(
+        make_train_step(model, tx, train_cfg),
+        in_shardings=(shardings.replicated, shardings.data, shardings.replicated),
+        out_shardings=(shardings.replicated, shardings.replicated),
+        donate_argnums=0,
+    )
+    return step_fn, jax.jit(make_eval_step(model, train_cfg.lmbda))
+
+
+class StopSignal:
+    """Within `with`, SIGTERM is recorded in `signum` instead of ending the process,
+    so that the loop can checkpoint and exit."""
+
+    def __enter__(self) -> StopSignal:
+        self.signum = None
+        self._previous = signal.signal(signal.SIGTERM, self._record)
+        return self
+
+    def _record(self, signum, _frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+class RunLog:
+    """What a run reports as it goes: metrics.jsonl and TensorBoard (`MetricsWriter`), and a
+    progress bar on process 0."""
+
+    def __init__(self, workdir: epath.Path, total_steps: int, start_step: int, progress: bool):
+        from tqdm import tqdm
+
+        self.writer = MetricsWriter(workdir)
+        self.start_step, self.started = start_step, time.perf_counter()
+        show = progress and jax.process_index() == 0
+        self.bar = tqdm(
+            total=total_steps, initial=start_step, disable=not show, unit="step", dynamic_ncols=True
+        )
+
+    def train(self, step: int, metrics: dict) -> dict:
+        row = {k: float(v) for k, v in metrics.items() if k != "finite"}
+        row["steps_per_second"] = (step - self.start_step) / (time.perf_counter() - self.started)
+        self.writer.write(step, "train", row)
+        self.bar.set_postfix(loss=f"{row['loss']:.3f}", bpp=f"{row['bpp']:.3f}", psnr=f"{row['psnr']:.2f}",
+                             refresh=False)  # fmt: skip
+        return row
+
+    def eval(self, step: int, metrics: dict) -> dict:
+        self.writer.write(step, "eval", metrics)
         return metrics
 
-    def checkpoint(step_state: TrainState) -> None:
-        save_checkpoint(manager, step_state, {"seed": t_cfg.seed, "next_step": int(step_state.step)})
+    def close(self) -> None:
+        self.bar.close()
+        self.writer.close()
 
-    steps_run = 0
+
+class NonfiniteSteps:
+    """Counts the steps skipped for a non-finite loss or gradient; too many in a row end the run."""
+
+    def __init__(self, limit: int, log: RunLog):
+        self.limit, self.log = limit, log
+        self.in_row = self.skipped = 0
+
+    def record(self, finite: bool, step: int) -> None:
+        if finite:
+            self.in_row = 0
+            return
+        self.in_row += 1
+        self.skipped += 1
+        self.log.writer.write(step, "train", {"nonfinite_skipped": self.skipped})
+        if self.in_row >= self.limit:
+            raise TrainingError(
+                f"{self.in_row} non-finite steps in a row (last at step {step}); stopping without "
+                f"applying them. The latest checkpoint holds the last finite state; try a lower "
+                f"learning rate or more gradient clipping"
+            )
+
+
+def evaluate(eval_fn, state: TrainState, images: jax.Array, use_ema: bool) -> dict:
+    metrics = eval_fn(state.ema_params if use_ema else state.params, images)
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _exit_for_signal(manager: ocp.CheckpointManager, signum: int, step: int) -> None:
+    manager.wait_until_finished()
+    print(f"\nstopped by signal {signum} at step {step}; checkpoint saved, "
+          f"re-run the same command to resume", file=sys.stderr)  # fmt: skip
+    raise SystemExit(128 + signum)
+
+
+# --------------------------------------------------------------------------
+# The loop.
+# --------------------------------------------------------------------------
+
+
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str | epath.Path,
+    batches: Iterator[tuple[int, np.ndarray]] | None = None,
+    progress: bool = True,
+) -> TrainSummary:
+    """Trains (or resumes) the run of `config` in `workdir`.
+
+    `batches`, if given, replaces the data loader's (step, batch) pairs (tests feed crafted batches).
+    """
+    validate(config)
+    workdir = absolute_workdir(workdir)
+    t_cfg = config.train
+    prepare_workdir(workdir, config)
+    model = CompressionModel(model_config(config))
+    shardings = data_parallel_shardings(t_cfg.batch_size)
+    init_key, noise_key = jax.random.split(jax.random.PRNGKey(t_cfg.seed))
+    manager = checkpoint_manager(workdir, t_cfg.keep_checkpoints)
+    state, tx = start_state(model, config, workdir, manager, init_key)
+    state = jax.device_put(state, shardings.replicated)
+    start_step = int(state.step)
+    step_fn, eval_fn = compile_steps(model, tx, t_cfg, shardings)
+    loader, eval_images = open_data(config)
+    eval_images = jax.device_put(eval_images, shardings.replicated)
+    if batches is None:
+        batches = loader.iterate(start_step, t_cfg.total_steps)
+
+    def due(step: int, every: int) -> bool:
+        return step % every == 0 or step == t_cfg.total_steps
+
+    log = RunLog(workdir, t_cfg.total_steps, start_step, progress)
+    nonfinite = NonfiniteSteps(t_cfg.max_nonfinite_in_row, log)
+    last_train, last_eval, steps_run = {}, {}, 0
     try:
-        for step, batch in batches:
-            global_batch = jax.make_array_from_process_local_data(data_sharding, batch)
-            state, metrics = step_fn(state, global_batch, noise_key)
-            done = step + 1
-            if not bool(metrics["finite"]):
-                nonfinite_in_row += 1
-                skipped += 1
-                writer.write(done, "train", {"nonfinite_skipped": skipped})
-                if nonfinite_in_row >= t_cfg.max_nonfinite_in_row:
-                    raise TrainingError(
-                        f"{nonfinite_in_row} non-finite steps in a row (last at step {done}); "
-                        f"stopping without applying them. The latest checkpoint holds the last finite "
-                        f"state; try a lower learning rate or more gradient clipping"
-                    )
-            else:
-                nonfinite_in_row = 0
-            bar.update(1)
-            if done % t_cfg.log_every == 0 or done == t_cfg.total_steps:
-                last_train = {k: float(v) for k, v in metrics.items() if k != "finite"}
-                last_train["steps_per_second"] = (done - start_step) / (time.perf_counter() - started)
-                writer.write(done, "train", last_train)
-                bar.set_postfix(loss=f"{last_train['loss']:.3f}", bpp=f"{last_train['bpp']:.3f}",
-                                psnr=f"{last_train['psnr']:.2f}", refresh=False)  # fmt: skip
-            if done % t_cfg.eval_every == 0 or done == t_cfg.total_steps:
-                last_eval = evaluate(done)
-            if done % t_cfg.checkpoint_every == 0 or done == t_cfg.total_steps or stop["signal"]:
-                checkpoint(state)
-                if done == kill_after:
-                    manager.wait_until_finished()
-                    os.kill(os.getpid(), signal.SIGKILL)
-            steps_run += 1
-            if stop["signal"]:
-                manager.wait_until_finished()
-                print(f"\nstopped by signal {stop['signal']} at step {done}; checkpoint saved, "
-                      f"re-run the same command to resume", file=sys.stderr)  # fmt: skip
-                raise SystemExit(128 + stop["signal"])
+        with StopSignal() as stop:
+            for step, batch in batches:
+                global_batch = jax.make_array_from_process_local_data(shardings.data, batch)
+                state, metrics = step_fn(state, global_batch, noise_key)
+                done = step + 1
+                nonfinite.record(bool(metrics["finite"]), done)
+                log.bar.update(1)
+                if due(done, t_cfg.log_every):
+                    last_train = log.train(done, metrics)
+                if due(done, t_cfg.eval_every):
+                    last_eval = log.eval(done, evaluate(eval_fn, state, eval_images, t_cfg.ema_decay > 0))
+                if due(done, t_cfg.checkpoint_every) or stop.signum:
+                    save_checkpoint(manager, state, {"seed": t_cfg.seed, "next_step": int(state.step)})
+                steps_run += 1
+                if stop.signum:
+                    _exit_for_signal(manager, stop.signum, done)
     finally:
-        bar.close()
+        log.close()
         manager.wait_until_finished()
         manager.close()
-        writer.close()
-        signal.signal(signal.SIGTERM, previous)
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - log.started
     return TrainSummary(
         state=state,
         steps_run=steps_run,
@@ -446,7 +519,7 @@ def train(
         last_train=last_train,
         last_eval=last_eval,
         input_images_per_second=loader.images_per_second,
-        skipped_steps=skipped,
+        skipped_steps=nonfinite.skipped,
         params_sha256=model_fingerprint(model.config, state.params),
         process_index=jax.process_index(),
         process_count=jax.process_count(),

@@ -120,12 +120,46 @@ def test_bad_configs_are_clear(tmp_path):
     assert result.returncode == 2 and "batch_size" in result.stderr and "Traceback" not in result.stderr
 
 
+# Trains the tiny config on the loader's own batches, but waits after step 2 (whose checkpoint
+# is then saved): a run to be pre-empted at a known point.
+PAUSE_AFTER_STEP_2 = """
+import sys, time
+from mscm_jax.configs import load_config
+from mscm_jax.train import open_data, train
+
+config = load_config(sys.argv[1], [])
+
+def batches():
+    for step, batch in open_data(config)[0].iterate(0, config.train.total_steps):
+        yield step, batch
+        if step + 1 == 2:
+            time.sleep(600)
+
+train(config, sys.argv[2], batches=batches(), progress=False)
+"""
+
+
+def kill_once_checkpointed(workdir, step, timeout=300):
+    """Runs PAUSE_AFTER_STEP_2 and SIGKILLs it once the checkpoint of `step` is complete."""
+    proc = subprocess.Popen([sys.executable, "-c", PAUSE_AFTER_STEP_2, TINY, str(workdir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)  # fmt: skip
+    deadline = time.time() + timeout
+    # Orbax writes into a temporary folder and renames it to the step number when complete.
+    while (
+        proc.poll() is None and time.time() < deadline and not (workdir / "checkpoints" / str(step)).is_dir()
+    ):
+        time.sleep(0.2)
+    proc.kill()
+    _, err = proc.communicate()
+    return proc.returncode, err
+
+
 def test_resume_after_sigkill_is_exact(tmp_path):
-    """2k steps straight == k steps, SIGKILL, resume to 2k (bitwise, on CPU)."""
+    """2k steps straight == k steps, SIGKILL from outside, resume to 2k (bitwise, on CPU)."""
     straight = run_cli(tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-2000:]
-    killed = run_cli(tmp_path / "resumed", env={"MSCM_JAX_KILL_AFTER_SAVE_STEP": "2"})
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    returncode, err = kill_once_checkpointed(tmp_path / "resumed", 2)
+    assert returncode == -signal.SIGKILL, err[-2000:]
     assert params_of(tmp_path / "resumed")[2] == 2
     # What a kill in the middle of a save leaves behind: a temporary folder.
     leftover = tmp_path / "resumed" / "checkpoints" / "3.orbax-checkpoint-tmp-1700000000"
