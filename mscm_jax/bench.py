@@ -12,9 +12,11 @@ update of y_hat between stages are not included.
 
 `coding`: real compress / decompress of one photo per schedule with the
 codec, warm, in one run: encode time; decode time split into entropy decoding
-(z, hyper-synthesis, every stage's parameters and coder) and synthesis; then
-the coder's throughput in symbols/s next to constriction's own on the same
-symbols and tables.
+(z, hyper-synthesis, every stage's parameters and coder), the part of it
+spent outside compiled calls, and synthesis; the payload over its ideal
+under the integer models; then the coder's throughput in symbols/s, with
+CDFs computed in the loop and over materialized tables, next to
+constriction's own on the same symbols and integer tables.
 """
 
 from __future__ import annotations
@@ -208,17 +210,19 @@ def bench_coding(args: argparse.Namespace) -> dict:
             decode_s = time.perf_counter() - start
             runs[name].append({"bpp": encoded.bpp, "encode_s": encode_s, "decode_s": decode_s,
                                "entropy_decoding_s": t.entropy_coding, "stages_s": sum(t.stages),
-                               "synthesis_s": t.synthesis})  # fmt: skip
-    header = ("schedule", "bpp", "encode", "decode", "entropy dec", "of it stages", "synthesis", "compile")
-    print("{:<15}{:>8}{:>9}{:>9}{:>13}{:>14}{:>11}{:>9}".format(*header))
+                               "outside_s": t.outside, "synthesis_s": t.synthesis,
+                               "overhead": 8 * encoded.payload_bytes / encoded.ideal_bits - 1})  # fmt: skip
+    header = ("schedule", "bpp", "encode", "decode", "entropy dec", "of it stages", "outside", "synthesis",
+              "compile", "payload/ideal")  # fmt: skip
+    print("{:<15}{:>8}{:>9}{:>9}{:>13}{:>14}{:>9}{:>11}{:>9}{:>15}".format(*header))
     rows = {}
     for name, name_runs in runs.items():
         row = {key: float(np.median([r[key] for r in name_runs])) for key in name_runs[0]}
         rows[name] = {**row, "compile_s": compile_s[name]}
         print(
             f"{name:<15}{row['bpp']:>8.3f}{row['encode_s']:>9.3f}{row['decode_s']:>9.3f}"
-            f"{row['entropy_decoding_s']:>13.3f}{row['stages_s']:>14.3f}{row['synthesis_s']:>11.3f}"
-            f"{compile_s[name]:>9.1f}"
+            f"{row['entropy_decoding_s']:>13.3f}{row['stages_s']:>14.3f}{row['outside_s']:>9.3f}"
+            f"{row['synthesis_s']:>11.3f}{compile_s[name]:>9.1f}{1 + row['overhead']:>15.4f}"
         )
     report = {"schedules": rows}
     if "checkerboard" in runs and "mscm4x4-paper" in runs:
@@ -230,64 +234,101 @@ def bench_coding(args: argparse.Namespace) -> dict:
             f"(median of {len(ratios)} repeats; {min(ratios):.2f}-{max(ratios):.2f})"
         )
     if args.throughput_schedule in codecs:
-        name = args.throughput_schedule
-        ours, raw, count = _coder_throughput(codecs[name], image, y_hats[name])
-        report["coder"] = {"schedule": args.throughput_schedule, "symbols": count,
-                           "ours_symbols_per_s": count / ours,
-                           "constriction_symbols_per_s": count / raw}  # fmt: skip
+        rates = _coder_throughput(codecs[args.throughput_schedule], image)
+        report["coder"] = {"schedule": args.throughput_schedule, **rates}
         print(
-            f"coder, {args.throughput_schedule}, {count} y symbols: ours (tables + coder) decode "
-            f"{count / ours:,.0f} symbols/s; constriction alone on the same tables "
-            f"{count / raw:,.0f} symbols/s"
+            f"coder, {args.throughput_schedule}, {rates['symbols']} y symbols, decode in symbols/s: ours "
+            f"(CDFs computed in the loop) {rates['lazy']:,.0f}; ours over materialized tables (130 CDF "
+            f"values per element first) {rates['materialized']:,.0f}; constriction alone on the same "
+            f"integer tables {rates['constriction']:,.0f}"
         )
     report["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak RSS {report['peak_rss_gib']:.2f} GiB")
     return report
 
 
-def _coder_throughput(codec, image: np.ndarray, y_hat: np.ndarray) -> tuple[float, float, int]:
-    """Decode seconds of all y symbols: ours (tables + coder) and constriction alone (tables given)."""
-    from mscm_jax import coding
-    from mscm_jax.context import cached_stage_plan
+def _coder_throughput(codec, image: np.ndarray) -> dict:
+    """Decode seconds of every y symbol of `image`, each stage's integer models given.
 
-    x = jnp.asarray(image.astype(np.float32) / 255.0)[None]
-    y = np.asarray(codec._compiled("analysis", codec.params, x))[0]
-    z = np.asarray(codec._compiled("hyper_analysis", codec.params, jnp.asarray(y[None])))[0]
-    hyper = codec._hyper(np.round(z - codec._median).astype(np.int64))
-    plan = cached_stage_plan(codec.schedule, *y.shape[:2])
-    kernels = codec._stage_kernels(*y.shape[:2])
-    stages = []
-    for s in range(plan.num_stages):  # the final y_hat gives every stage its decoding-time context
-        rows, cols, models, centre = codec._stage_models(plan, s, y_hat, hyper, kernels)
-        stages.append((models, np.round(y[rows, cols].reshape(-1) - centre).astype(np.int64)))
-    ours = raw = 0.0
-    for models, symbols in stages:
-        encoder = coding.new_encoder()
-        coding.encode_offsets(encoder, symbols, models)
-        data = coding.finish(encoder)
+    Three decoders of the same symbols: ours as the codec runs it (CDF values
+    computed on the fly inside the rANS loop), ours over materialized tables
+    (every element's 130 CDF values computed first, in one vectorized call,
+    then looked up), and constriction's range decoder alone on the same
+    integer tables (built beforehand, one call per table width; no escapes).
+    """
+    from mscm_jax import coding, rans
+
+    try:
+        import constriction
+    except ImportError:
+        constriction = None  # an optional comparison: pip install "mscm-jax[bench]"
+
+    lanes, stages = codec.stage_models(image)  # each stage's models and symbols, as the encoder has them
+    lazy = jax.jit(
+        lambda words, params: rans.decode_segment(
+            rans.new_decoder(words, lanes), words, params, coding.mixture_cdf, coding.half_widths
+        )[1]
+    )
+
+    def table_cdf(model, edge):  # model rows: log2 T, then the 130 CDF values
+        if edge.ndim == 1:
+            return jnp.take_along_axis(model[1:], edge[None], axis=0)[0]
+        return jnp.take_along_axis(model[1:], edge, axis=0)
+
+    def materialized(words, params):
+        tables = coding.mixture_cdf(params, jnp.arange(2 * coding.MAX_HALF_WIDTH + 2)[:, None])  # (130, E)
+        models = jnp.concatenate([params[1:2], tables])
+        return rans.decode_segment(
+            rans.new_decoder(words, lanes), words, models, table_cdf, lambda m: 1 << m[0]
+        )[1]
+
+    materialized = jax.jit(materialized)
+    encode = jax.jit(
+        lambda params, symbols: rans.flush(
+            rans.encode_segment(
+                rans.new_encoder(lanes, rans.max_words(symbols.shape[0])),
+                symbols,
+                params,
+                coding.mixture_cdf,
+                coding.half_widths,
+            )
+        )
+    )
+    seconds = {"lazy": 0.0, "materialized": 0.0, "constriction": 0.0}
+    count = 0
+    for params, symbols, n in stages:
+        params, symbols = params[:, :n], symbols[:n]
+        buffer, first = encode(params, symbols)
+        words = jnp.asarray(np.asarray(buffer)[int(first) :])
+        for name, fn in (("lazy", lazy), ("materialized", materialized)):
+            jax.block_until_ready(fn(words, params))  # compile
+            start = time.perf_counter()
+            decoded = jax.block_until_ready(fn(words, params))
+            seconds[name] += time.perf_counter() - start
+            if not np.array_equal(np.asarray(decoded), np.asarray(symbols)):
+                raise RuntimeError(f"{name} decoder: wrong symbols (bench bug)")
+        count += int(n)
+        if constriction is None:
+            continue
+        # constriction: the same integer tables as probabilities, grouped by width, decoded in one call each.
+        tables = np.asarray(coding.mixture_cdf(params, jnp.arange(2 * coding.MAX_HALF_WIDTH + 2)[:, None])).T
+        host_params, host_symbols = np.asarray(params), np.asarray(symbols)
+        widths = 1 << host_params[1]
+        calls, encoder = [], constriction.stream.queue.RangeEncoder()
+        for t in np.unique(widths):
+            index = np.flatnonzero(widths == t)
+            pmf = np.diff(tables[index, : 2 * t + 2], axis=1).astype(np.float32) / coding.TOTAL
+            pmf = np.ascontiguousarray(pmf)
+            bins = (np.clip(host_symbols[index], -t, t) + t).astype(np.int32)
+            model = constriction.stream.model.Categorical(perfect=False)
+            encoder.encode(bins, model, pmf)
+            calls.append((model, pmf))
+        decoder = constriction.stream.queue.RangeDecoder(encoder.get_compressed())
         start = time.perf_counter()
-        coding.decode_offsets(coding.new_decoder(data, "y"), models)
-        ours += time.perf_counter() - start
-        # constriction alone: the same bins under tables built beforehand, one call per table width.
-        calls = []
-        encoder = coding.new_encoder()
-        for t, index in coding.width_groups(models):
-            part = models.take(index)
-            bins = (np.clip(symbols[index], -t, t) + t).astype(np.int32)
-            if part.num_components == 1:
-                model = coding.constriction.stream.model.QuantizedGaussian(-t, t)
-                args = (part.means[:, 0].astype(np.float64), part.scales[:, 0].astype(np.float64))
-                encoder.encode(bins - t, model, *args)
-            else:
-                model, args = coding.CATEGORICAL, (coding.mixture_pmf(t, part),)
-                encoder.encode(bins, model, *args)
-            calls.append((model, args, len(bins)))
-        decoder = coding.new_decoder(coding.finish(encoder), "y")
-        start = time.perf_counter()
-        for model, args, _ in calls:
-            decoder.decode(model, *args)
-        raw += time.perf_counter() - start
-    return ours, raw, sum(len(symbols) for _, symbols in stages)
+        for model, pmf in calls:
+            decoder.decode(model, pmf)
+        seconds["constriction"] += time.perf_counter() - start
+    return {name: count / s if s else float("nan") for name, s in seconds.items()} | {"symbols": count}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,21 +1,21 @@
-"""The `.mscm` file format, version 1 (documented in docs/format.md).
+"""The `.mscm` file format, version 2 (documented in docs/format.md).
 
 All integers little-endian; `varint` is unsigned LEB128 (at most 5 bytes).
 
     magic            4 bytes  b"MSCM"
-    format version   u8       1
-    coder            u8       2 = constriction range coder (queue), see `CODER_OPTIONS`
+    format version   u8       2
+    coder            u8       4 = `rans` with the integer models of `coding` (`CODER_RANS`)
     fingerprint      16 bytes first 16 bytes of the model's sha256 fingerprint
     height, width    varint   image size in pixels (1 .. MAX_SIDE each)
     schedule         u8 n, then n*n bytes: the stage pattern (n = 0: serial)
-    streams          varint   count (1 for z, then one per y stream)
-    per stream       varint byte length, u32 CRC32 of its decoded symbols (int32 LE)
-    payload          the streams, concatenated in that order
+    lanes            varint   interleaved rANS lanes L (1 .. rans.MAX_LANES)
+    symbol checksum  u32      of every decoded symbol (`coding.symbol_checksum`)
+    payload          one rANS stream of 16-bit words: z, then every stage of y
     file checksum    u32      CRC32 of every byte before it
 
 Parsing checks, in order: length, magic, version, the file checksum, header
-fields and their limits, then that the stream lengths add up to the payload,
-so an absurd size is rejected before anything is allocated for it.
+fields and their limits, then the payload's length, so an absurd size is
+rejected before anything is allocated for it.
 """
 
 from __future__ import annotations
@@ -26,22 +26,16 @@ import zlib
 
 import numpy as np
 
+from mscm_jax import rans
+
 MAGIC = b"MSCM"
-FORMAT_VERSION = 1
-# Coder 1 (mscm-jax up to 2026-11-26) built y tables in float64 on the host, coder 2 (up to
-# 2026-11-27) from two CDFs per bin: same layout, other probabilities, so their files are
-# refused by id rather than failing a CRC.
-CODER_CONSTRICTION_RANGE = 3
-CODER_OPTIONS = (
-    "constriction range coder (queue, 32-bit words); y: Categorical(perfect=False) tables of "
-    "Gaussian mixtures (K > 1; float32, compiled) or QuantizedGaussian (K = 1); z: per-channel "
-    "Categorical(perfect=False) tables; parameters on a 2^-10 grid (means, log-scales), 2^-14 (weights); "
-    "escapes for values beyond each table"
-)
+FORMAT_VERSION = 2
+CODER_RANS = 4
+# What wrote the earlier formats, for the message that refuses them.
+EARLIER_FORMATS = {1: "mscm-jax 0.1 (constriction's range coder, float tables)"}
 FINGERPRINT_BYTES = 16
 MAX_SIDE = 1 << 16
 MAX_PIXELS = 1 << 28
-MAX_STREAMS = 1 << 16  # serial codes all of y as one stream; patterns have at most 256 stages
 _FIXED = len(MAGIC) + 2 + FINGERPRINT_BYTES
 
 
@@ -55,9 +49,9 @@ class FileHeader:
     height: int
     width: int
     pattern: tuple[tuple[int, ...], ...] | None  # None: serial
-    stream_lengths: tuple[int, ...]
-    stream_crcs: tuple[int, ...]
-    coder: int = CODER_CONSTRICTION_RANGE
+    lanes: int
+    symbol_checksum: int
+    coder: int = CODER_RANS
     version: int = FORMAT_VERSION
 
 
@@ -91,8 +85,8 @@ class _Reader:
         raise FormatError(f"corrupt header: {what} is not a valid varint")
 
 
-def pack(header: FileHeader, streams: list[bytes]) -> bytes:
-    """The file bytes of a header and its streams."""
+def pack(header: FileHeader, payload: bytes) -> bytes:
+    """The file bytes of a header and its rANS stream."""
     if len(header.fingerprint) != FINGERPRINT_BYTES:
         raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes")
     out = bytearray(MAGIC)
@@ -103,37 +97,35 @@ def pack(header: FileHeader, streams: list[bytes]) -> bytes:
     else:
         out.append(len(header.pattern))
         out += bytes(np.asarray(header.pattern, np.uint8).ravel())
-    out += _varint(len(streams))
-    for data, crc in zip(streams, header.stream_crcs, strict=True):
-        out += _varint(len(data)) + struct.pack("<I", crc)
-    for data in streams:
-        out += data
+    out += _varint(header.lanes) + struct.pack("<I", header.symbol_checksum)
+    out += payload
     out += struct.pack("<I", zlib.crc32(out))
     return bytes(out)
 
 
-def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[FileHeader, list[bytes]]:
-    """Header and streams of a file; FormatError for anything malformed."""
+def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[FileHeader, bytes]:
+    """Header and payload of a file; FormatError for anything malformed."""
     if len(data) < _FIXED + 4:
         raise FormatError(f"truncated or not an .mscm file ({len(data)} bytes)")
     if data[:4] != MAGIC:
         raise FormatError("not an .mscm file (bad magic bytes)")
     version, coder = data[4], data[5]
+    if version in EARLIER_FORMATS:
+        raise FormatError(
+            f"file format {version} (coder {coder}) was written by {EARLIER_FORMATS[version]}; this "
+            f"mscm-jax reads format {FORMAT_VERSION}: decode it with that version, or encode the image again"
+        )
     if version > FORMAT_VERSION:
         raise FormatError(
             f"file format version {version} is newer than this mscm-jax supports ({FORMAT_VERSION}); upgrade"
         )
-    if version < 1:
+    if version != FORMAT_VERSION:
         raise FormatError(f"invalid file format version {version}")
     (stored_crc,) = struct.unpack("<I", data[-4:])
     if zlib.crc32(data[:-4]) != stored_crc:
         raise FormatError("file checksum mismatch: the file is corrupt or truncated")
-    if coder in (1, 2):
-        raise FormatError(
-            f"coder {coder}: the file was written by an earlier mscm-jax (other y tables); encode it again"
-        )
-    if coder != CODER_CONSTRICTION_RANGE:
-        raise FormatError(f"unknown coder id {coder} (this version knows {CODER_CONSTRICTION_RANGE})")
+    if coder != CODER_RANS:
+        raise FormatError(f"unknown coder id {coder} (this version knows {CODER_RANS})")
     reader = _Reader(data, len(data) - 4)
     reader.pos = len(MAGIC) + 2
     fingerprint = reader.take(FINGERPRINT_BYTES, "the fingerprint")
@@ -148,20 +140,25 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[FileHeader, list[
     if n:
         cells = np.frombuffer(reader.take(n * n, "the schedule pattern"), np.uint8).reshape(n, n)
         pattern = tuple(tuple(int(v) for v in row) for row in cells)
-    count = reader.varint("the stream count")
-    if not 1 <= count <= MAX_STREAMS:
-        raise FormatError(f"header claims {count} streams; accepted: 1..{MAX_STREAMS}")
-    lengths, crcs = [], []
-    for i in range(count):
-        lengths.append(reader.varint(f"stream {i}'s length"))
-        crcs.append(struct.unpack("<I", reader.take(4, f"stream {i}'s checksum"))[0])
-    if reader.pos + sum(lengths) != reader.end:
+    lanes = reader.varint("the lane count")
+    if not 1 <= lanes <= rans.MAX_LANES:
+        raise FormatError(f"header claims {lanes} rANS lanes; accepted: 1..{rans.MAX_LANES}")
+    (checksum,) = struct.unpack("<I", reader.take(4, "the symbol checksum"))
+    payload = bytes(data[reader.pos : reader.end])
+    if len(payload) % 2 or len(payload) < 4 * lanes:
         raise FormatError(
-            f"stream lengths add up to {sum(lengths)} bytes but the file holds {reader.end - reader.pos}"
+            f"payload of {len(payload)} bytes: a stream of {lanes} lanes is an even number of bytes, "
+            f"at least {4 * lanes}"
         )
-    streams = []
-    for length in lengths:
-        streams.append(bytes(data[reader.pos : reader.pos + length]))
-        reader.pos += length
-    header = FileHeader(fingerprint, height, width, pattern, tuple(lengths), tuple(crcs), coder, version)
-    return header, streams
+    return FileHeader(fingerprint, height, width, pattern, lanes, checksum, coder, version), payload
+
+
+def header_bytes(data: bytes) -> int:
+    """Bytes of a valid file that are not payload: the header and the file checksum."""
+    reader = _Reader(data, len(data) - 4)
+    reader.pos = _FIXED
+    reader.varint("the height"), reader.varint("the width")
+    n = reader.take(1, "the schedule")[0]
+    reader.take(n * n, "the schedule pattern")
+    reader.varint("the lane count")
+    return reader.pos + 4 + 4

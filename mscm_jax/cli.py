@@ -119,18 +119,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_coding_line(name: str, nbytes: int, pixels: int, stream_bytes, timings) -> None:
+def _print_coding_line(name: str, nbytes: int, pixels: int, stage_bits, timings) -> None:
     bpp = 8 * nbytes / pixels
     stages = timings.stages
     stage_times = " ".join(f"{1e3 * t:.1f}" for t in stages) if len(stages) <= 16 else f"{len(stages)} stages"
-    print(
-        f"{name}: {nbytes} bytes, {bpp:.4f} bpp; y stream bits: {' '.join(str(8 * b) for b in stream_bytes)}"
-    )
+    shown = 0 < len(stage_bits) <= 16
+    bits = f"; y bits per stage: {' '.join(f'{b:.0f}' for b in stage_bits)}" if shown else ""
+    print(f"{name}: {nbytes} bytes, {bpp:.4f} bpp{bits}")
     print(
         f"  time: analysis {1e3 * timings.analysis:.1f} ms, hyper {1e3 * timings.hyper:.1f} ms, "
         f"stages {1e3 * sum(stages):.1f} ms [{stage_times}], synthesis {1e3 * timings.synthesis:.1f} ms; "
-        f"entropy coding {1e3 * timings.entropy_coding:.1f} ms; "
-        f"one-time JIT compilation {timings.compile:.2f} s"
+        f"entropy coding {1e3 * timings.entropy_coding:.1f} ms (outside compiled calls "
+        f"{1e3 * timings.outside:.1f} ms); one-time tracing and compilation {timings.compile:.2f} s"
     )
 
 
@@ -191,10 +191,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
         for notice in result.notices:
             print(f"{spec}: notice: {notice}")
         _print_coding_line(f"{spec} -> {out}", len(result.data), result.height * result.width,
-                           result.stream_bytes, result.timings)  # fmt: skip
+                           result.stage_bits, result.timings)  # fmt: skip
         print(
-            f"  header {result.header_bytes} bytes, z {result.z_bytes} bytes, "
-            f"payload {result.payload_bpp:.4f} bpp"
+            f"  header {result.header_bytes} bytes, payload {result.payload_bpp:.4f} bpp: ideal "
+            f"{result.ideal_bits / 8:.0f} bytes (z {result.z_bits / 8:.0f}) + {result.lanes} lanes' flush "
+            f"{result.flush_bytes} + coder "
+            f"{result.payload_bytes - result.flush_bytes - result.ideal_bits / 8:.0f}"
         )
 
     return _for_each(args.images, compress_one)

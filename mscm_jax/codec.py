@@ -4,25 +4,24 @@
     result = codec.compress(image)                      # uint8 (H, W, 3)
     decoded = codec.decompress(result.data)             # decoded.image: uint8 (H, W, 3)
 
-One stage loop (`Codec._code_latent`) serves the encoder and the decoder:
-for each stage of the schedule it calls the same compiled stage function
-(`CompressionModel.decode_stage`) on the same partially decoded latent, turns
-that stage's parameters into tables (`coding`), and codes that stage's
-elements with one vectorized coder call. Parallel schedules write one stream
-per stage; `serial` (one element per stage) writes a single y stream.
-The file layout is in `bitstream` and docs/format.md.
+Everything runs in compiled calls on the accelerator; the host only hands
+the stream in and out. Decoding is one call for z (its integer tables, the
+rANS decoder and the hyper-synthesis), one call per stage (`_stage_step`:
+the stage's entropy parameters, their integer CDFs and the decoding of all
+its symbols, written into y_hat) and one for the synthesis. The encoder runs
+the same stage program (so both sides compute the same parameters bit for
+bit), keeps each stage's integer parameters on the device, and then codes
+the stages in reverse (rANS is last in, first out) into one interleaved
+stream (`rans`) with one flush per image. The file layout is in `bitstream`
+and docs/format.md.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import os
-import struct
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,15 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from mscm_jax import bitstream, coding
-from mscm_jax.context import cached_stage_plan
-from mscm_jax.entropy_models import (
-    GaussianMixtureConditional,
-    factorized_likelihood,
-    factorized_logits_cumulative,
-    factorized_quantile,
-)
-from mscm_jax.models import CompressionModel, Mode, ModelConfig, Rounding
+from mscm_jax import bitstream, coding, rans
+from mscm_jax.context import cached_stage_plan, read_stage, write_stage
+from mscm_jax.models import CompressionModel, Mode, ModelConfig
 from mscm_jax.schedules import StagePlan
 
 MODEL_FILE_SUFFIX = ".mscm-model"
@@ -68,10 +61,13 @@ def enable_compilation_cache(directory: str | None = None) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Timings:
-    """Wall seconds of each part, excluding one-time JIT compilation (`compile`).
+    """Wall seconds of each part, excluding one-time tracing and compilation (`compile`).
 
     hyper: hyper-analysis (encoder only), coding of z and hyper-synthesis.
-    stages: parameters + coding of each y stage, in decoding order.
+    stages: each y stage in decoding order (decoder: parameters, CDFs and
+    decoding, one call; encoder: parameters, then the coding of that stage).
+    outside: the part of hyper + stages spent outside compiled calls (Python,
+    transfers), the host's share of entropy coding.
     """
 
     analysis: float
@@ -79,6 +75,7 @@ class Timings:
     stages: tuple[float, ...]
     synthesis: float
     compile: float
+    outside: float = 0.0
 
     @property
     def entropy_coding(self) -> float:
@@ -92,24 +89,40 @@ class Timings:
 
 @dataclasses.dataclass(frozen=True)
 class CompressResult:
-    """A compressed image. `y_hat` is the quantized latent the decoder will rebuild."""
+    """A compressed image. `y_hat` is the quantized latent the decoder will rebuild.
+
+    Rates: `z_bits` and `stage_bits` are the information content of the coded
+    symbols under the integer models (escapes included), the ideal a perfect
+    coder would reach; the file's payload exceeds it by the lanes' flush
+    (`flush_bytes`, 4 per lane) and the coder's rounding.
+    """
 
     data: bytes
     height: int
     width: int
-    z_bytes: int
-    stream_bytes: tuple[int, ...]  # y streams: one per stage (one in all for serial)
+    lanes: int
+    z_bits: float
+    stage_bits: tuple[float, ...]
+    escapes: int
     timings: Timings
     y_hat: np.ndarray
     notices: tuple[str, ...] = ()
 
     @property
     def payload_bytes(self) -> int:
-        return self.z_bytes + sum(self.stream_bytes)
+        return len(self.data) - self.header_bytes
 
     @property
     def header_bytes(self) -> int:
-        return len(self.data) - self.payload_bytes
+        return bitstream.header_bytes(self.data)
+
+    @property
+    def flush_bytes(self) -> int:
+        return 4 * self.lanes
+
+    @property
+    def ideal_bits(self) -> float:
+        return self.z_bits + sum(self.stage_bits)
 
     @property
     def bpp(self) -> float:
@@ -118,7 +131,7 @@ class CompressResult:
 
     @property
     def payload_bpp(self) -> float:
-        """Streams only, as CompressAI counts."""
+        """The stream only, as CompressAI counts."""
         return 8 * self.payload_bytes / (self.height * self.width)
 
 
@@ -128,21 +141,27 @@ class DecompressResult:
     x_hat: np.ndarray  # float32 (H, W, 3), the synthesis output before clipping and rounding
     y_hat: np.ndarray  # (h, w, M)
     timings: Timings
-    stream_bytes: tuple[int, ...] = ()  # y streams, as in the file
 
 
 # --------------------------------------------------------------------------
-# Compiled functions, with compilation timed apart.
+# Compiled functions, with compilation and running timed apart.
 # --------------------------------------------------------------------------
 
 
 class _Compiled:
-    """jit functions compiled ahead of time per input shape; compile seconds counted apart."""
+    """jit functions compiled ahead of time per input shape; compile and run seconds counted apart.
 
-    def __init__(self, functions: dict[str, Callable]):
-        self._jitted = {name: jax.jit(f) for name, f in functions.items()}
+    Each call waits for its result, so that a phase's time is its own (JAX
+    dispatches asynchronously) and `run_seconds` is the time inside compiled code.
+    """
+
+    def __init__(self, functions: dict[str, Callable], donate: dict[str, tuple[int, ...]] | None = None):
+        donate = donate or {}
+        self._jitted = {
+            name: jax.jit(f, donate_argnums=donate.get(name, ())) for name, f in functions.items()
+        }
         self._cache: dict[tuple, Any] = {}
-        self.compile_seconds = 0.0
+        self.compile_seconds = self.run_seconds = 0.0
 
     def __call__(self, name: str, *args):
         key = (name, *((np.shape(a), getattr(a, "dtype", type(a))) for a in jax.tree.leaves(args)))
@@ -151,26 +170,33 @@ class _Compiled:
             start = time.perf_counter()
             compiled = self._cache[key] = self._jitted[name].lower(*args).compile()
             self.compile_seconds += time.perf_counter() - start
-        return compiled(*args)
+        start = time.perf_counter()
+        out = jax.block_until_ready(compiled(*args))
+        self.run_seconds += time.perf_counter() - start
+        return out
 
 
 class _Stopwatch:
     def __init__(self, compiled: _Compiled):
-        self.compiled, self.seconds = compiled, {}
+        self.compiled, self.seconds, self.outside = compiled, {}, 0.0
         self.compile_start = compiled.compile_seconds
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        start, compile_before = time.perf_counter(), self.compiled.compile_seconds
+        start = time.perf_counter()
+        compile_before, run_before = self.compiled.compile_seconds, self.compiled.run_seconds
         yield
         spent = time.perf_counter() - start - (self.compiled.compile_seconds - compile_before)
         self.seconds.setdefault(name, []).append(spent)
+        if name in ("hyper", "stage", "encode"):
+            self.outside += spent - (self.compiled.run_seconds - run_before)
 
     def timings(self) -> Timings:
         get = lambda name: sum(self.seconds.get(name, [0.0]))  # noqa: E731
         return Timings(
             analysis=get("analysis"), hyper=get("hyper"), stages=tuple(self.seconds.get("stage", [])),
             synthesis=get("synthesis"), compile=self.compiled.compile_seconds - self.compile_start,
+            outside=max(self.outside, 0.0),
         )  # fmt: skip
 
 
@@ -181,6 +207,9 @@ class _Stopwatch:
 
 def model_fingerprint(config: ModelConfig, params: Any) -> str:
     """sha256 (hex) of the config and every parameter's path, dtype, shape and bytes."""
+    import hashlib
+    import json
+
     digest = hashlib.sha256(b"mscm-jax model v1\0")
     digest.update(json.dumps(config.to_dict(), sort_keys=True).encode())
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
@@ -190,35 +219,23 @@ def model_fingerprint(config: ModelConfig, params: Any) -> str:
     return digest.hexdigest()
 
 
-def z_tables(params: Any) -> coding.ChannelTables:
-    """Per-channel z tables from the factorized density (z symbols are offsets from the median)."""
-    density = jax.tree.map(jnp.asarray, params["params"]["entropy_bottleneck"])
+def z_cdf_tables(model: CompressionModel, params: Any) -> np.ndarray:
+    """(N, 2T + 2) int32: z's per-channel integer CDFs (symbols are offsets from z's median).
 
-    @jax.jit
-    def build(density):
-        median = factorized_quantile(density, 0.0)
-        tail = float(np.log(Z_TAIL_MASS))
-        reach = jnp.maximum(
-            median - factorized_quantile(density, tail), factorized_quantile(density, -tail) - median
-        )
-        return median, jnp.max(reach)
-
-    median, reach = build(density)
-    half_width = int(
-        2 ** np.clip(np.ceil(np.log2(max(float(reach), 1.0))), 0, np.log2(coding.MAX_HALF_WIDTH))
+    T: the power of two (at most `coding.MAX_HALF_WIDTH`) that reaches the
+    quantiles of `Z_TAIL_MASS` on both sides of every channel's median.
+    """
+    reach = float(
+        jax.jit(lambda p: model.apply(p, Z_TAIL_MASS, method=CompressionModel.z_coding_reach))(params)
     )
-    inner = jnp.arange(1 - half_width, half_width, dtype=jnp.float32)[:, None]  # bins -T+1 .. T-1
+    log2_width = np.clip(np.ceil(np.log2(max(reach, 1.0))), 0, coding.MAX_LOG2_HALF_WIDTH)
+    half_width = int(2**log2_width)
+    pmf = jax.jit(lambda p: model.apply(p, half_width, method=CompressionModel.z_coding_pmf))(params)
+    return coding.quantize_pmf(np.asarray(pmf))
 
-    @jax.jit
-    def inner_pmf(density, median):
-        mass = factorized_likelihood(density, median[None, :] + inner).T  # (N, 2T - 1)
-        # The end bins hold the tails; factorized_logits_cumulative takes (channels, samples).
-        low = jax.nn.sigmoid(factorized_logits_cumulative(density, (median - half_width + 0.5)[:, None]))
-        high = jax.nn.sigmoid(-factorized_logits_cumulative(density, (median + half_width - 0.5)[:, None]))
-        return jnp.concatenate([low, mass, high], axis=1)  # (N, 2T + 1)
 
-    pmf = np.maximum(np.asarray(inner_pmf(density, median), np.float64), 0.0)
-    return coding.ChannelTables(half_width, pmf.astype(np.float32))
+def _z_half_width(z_cdf: jax.Array) -> int:
+    return (z_cdf.shape[1] - 2) // 2
 
 
 # --------------------------------------------------------------------------
@@ -226,27 +243,41 @@ def z_tables(params: Any) -> coding.ChannelTables:
 # --------------------------------------------------------------------------
 
 
-class Codec:
-    """A model ready to code images; compiled functions are built once per shape and reused."""
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """What one image size needs: its stage plan, each stage's kernel and element indices."""
 
-    def __init__(self, config: ModelConfig, params: Any, tables: coding.ChannelTables | None = None,
-                 source: str = "", step: int | None = None):  # fmt: skip
-        self.config, self.source, self.step = config, source, step
+    plan: StagePlan
+    kernels: Any  # StageKernel of (S, ...) arrays
+    elements: jax.Array  # (S, E) per stage: indices into its flattened (P, 1, h, w, M), padded
+    counts: jax.Array  # (S,) elements per stage
+    host_counts: np.ndarray
+    z_shape: tuple[int, int, int]
+    num_symbols: int
+
+
+class Codec:
+    """A model ready to code images; compiled functions are built once per shape and reused.
+
+    `lanes`: rANS lanes of the files this codec writes (default: `rans.choose_lanes`).
+    """
+
+    def __init__(self, config: ModelConfig, params: Any, z_cdf: np.ndarray | None = None,
+                 source: str = "", step: int | None = None, lanes: int | None = None):  # fmt: skip
+        self.config, self.source, self.step, self.lanes = config, source, step, lanes
         self.params = jax.tree.map(jnp.asarray, params)
         self.model = CompressionModel(config)
         self.schedule = config.schedule_obj
         self.fingerprint = model_fingerprint(config, self.params)
-        self.z = tables if tables is not None else z_tables(self.params)
-        self._conditional = GaussianMixtureConditional(config.num_mixtures)
-        self._median = np.asarray(
-            jax.jit(lambda p: self.model.apply(p, method=CompressionModel.z_median))(self.params), np.float32
+        self.z_cdf = np.asarray(
+            z_cdf if z_cdf is not None else z_cdf_tables(self.model, self.params), np.int32
         )
-        # The stage function reads only the context model: passing its few arrays, not
-        # all ~270 of a cheng2020 model, saves the per-call argument handling 16 times over.
-        self._context_params = {"params": {"context": self.params["params"]["context"]}}
-        self._compiled = _Compiled(self._functions())
-        self._kernels: dict[tuple[int, int], list] = {}
-        self._elements: dict[tuple[int, int], list] = {}
+        self._z_cdf = jnp.asarray(self.z_cdf)
+        self._median = jax.jit(lambda p: self.model.apply(p, method=CompressionModel.z_median))(self.params)
+        self._stage_variables = CompressionModel.stage_variables(self.params)
+        self._compiled = _Compiled(self._functions(), donate={"encode_y": (0,), "encode_z": (0,)})
+        self._layouts: dict[tuple[int, int], _Layout] = {}
+        self._zeros: dict[tuple, jax.Array] = {}
 
     # -- loading and export ---------------------------------------------------
 
@@ -276,41 +307,123 @@ class Codec:
     # -- compiled pieces ------------------------------------------------------
 
     def _functions(self) -> dict[str, Callable]:
-        model, conditional = self.model, self._conditional
+        model = self.model
 
-        round_centre = self.config.rounding == Rounding.Y  # symbols round(y) - centre: y_hat = round(y)
+        def analysis(params, x, median):
+            y = model.apply(params, x, method=CompressionModel.analysis)
+            z = model.apply(params, y, method=CompressionModel.hyper_analysis)
+            return y, _to_symbols(z - median)
 
-        def stage_parameters(params, stage, y_hat, hyper, kernel):
-            raw = model.apply(params, stage, y_hat, hyper, kernel, method=CompressionModel.decode_stage)
-            dist = conditional.split_components_first(raw[:, 0])  # (K, P, h, w, M)
-            # (2 + 3K, P, h, w, M): centres, table widths and quantized parameters, in one array.
-            return coding.coding_parameters(dist.means, dist.scales, dist.weights, round_centre)
+        def z_step(params, z_cdf, median, z_symbols, words, lanes, decoding):
+            """z's symbols (decoded, or given), the hyper-synthesis, the decoder's state, z's checksum.
+
+            `lanes`: an (L,) array whose length is the stream's lane count.
+            """
+            shape = z_symbols.shape
+            state = rans.new_decoder(words, lanes.shape[0])
+
+            def decode(state):
+                state, flat = rans.decode_segment(state, words, _z_models(shape), *_z_coder(z_cdf))
+                return state, flat.reshape(shape)
+
+            state, z_symbols = jax.lax.cond(decoding, decode, lambda state: (state, z_symbols), state)
+            z_hat = z_symbols.astype(jnp.float32) + median
+            hyper = model.apply(params, z_hat, method=CompressionModel.hyper_synthesis)
+            return hyper, state, coding.symbol_checksum(z_symbols.reshape(-1), 0)
+
+        def stage_step(variables, stage, y_hat, hyper, kernels, elements, counts, y, words, state, checksum,
+                       decoding):  # fmt: skip
+            """One stage: integer parameters of its elements, their symbols (decoded, or from y), y_hat.
+
+            One program for every stage (the stage index is traced): `kernels`
+            (S, ...) and `elements` (S, E) hold every stage's, E padded with
+            out-of-range indices past `counts[stage]`.
+            """
+            plan = cached_stage_plan(self.schedule, *y_hat.shape[1:3])
+            kernel = jax.tree.map(lambda a: a[stage], kernels)
+            elements, count = elements[stage], counts[stage]
+            valid = jnp.arange(elements.shape[0]) < count
+            packed = model.apply(variables, stage, y_hat, hyper, kernel,
+                                 method=CompressionModel.stage_coding_parameters)  # fmt: skip
+            params = packed.reshape(len(packed), -1).at[:, elements].get(mode="fill", fill_value=0)  # (R, E)
+            centre = params[0].astype(jnp.float32) / (1 << coding.PARAM_BITS)
+
+            def decode(state):
+                return rans.decode_segment(
+                    state, words, params, coding.mixture_cdf, coding.half_widths, count
+                )
+
+            def from_y(state):
+                values = read_stage(plan, y, stage).reshape(-1).at[elements].get(mode="fill", fill_value=0)
+                return state, jnp.where(valid, _to_symbols(values - centre), 0)
+
+            state, symbols = jax.lax.cond(decoding, decode, from_y, state)
+            values = jnp.zeros(packed[0].size, jnp.float32).at[elements].set(symbols + centre, mode="drop")
+            y_hat = write_stage(plan, y_hat, stage, values.reshape(packed.shape[1:]))
+            checksum = checksum + coding.symbol_checksum(symbols, stage + 1)
+            return y_hat, params, symbols, state, checksum
+
+        def encode_y(state, symbols, params, count):
+            return rans.encode_segment(state, symbols, params, coding.mixture_cdf, coding.half_widths, count)
+
+        def encode_z(state, z_symbols, z_cdf):
+            return rans.encode_segment(
+                state, z_symbols.reshape(-1), _z_models(z_symbols.shape), *_z_coder(z_cdf)
+            )
+
+        def stage_bits(params, symbols, count):
+            """Information content of a stage's symbols under their integer models, escapes included."""
+            valid = jnp.arange(symbols.shape[0]) < count
+            return _ideal_bits(symbols, params, coding.mixture_cdf, coding.half_widths, valid)
+
+        def z_bits(z_symbols, z_cdf):
+            flat = z_symbols.reshape(-1)
+            return _ideal_bits(flat, _z_models(z_symbols.shape), *_z_coder(z_cdf), jnp.ones(flat.shape, bool))
 
         return {
-            "analysis": lambda p, x: model.apply(p, x, method=CompressionModel.analysis),
-            "hyper_analysis": lambda p, y: model.apply(p, y, method=CompressionModel.hyper_analysis),
-            "hyper_synthesis": lambda p, z: model.apply(p, z, method=CompressionModel.hyper_synthesis),
-            "stage_parameters": stage_parameters,
+            "analysis": analysis,
+            "z_step": z_step,
+            "stage_step": stage_step,
+            "encode_y": encode_y,
+            "encode_z": encode_z,
+            "flush": rans.flush,
+            "stage_bits": stage_bits,
+            "z_bits": z_bits,
             "synthesis": lambda p, y: model.apply(
                 p, y, (16 * y.shape[1], 16 * y.shape[2]), method=CompressionModel.synthesis
             ),
         }
 
-    def _stage_kernels(self, h: int, w: int) -> list:
-        if (h, w) not in self._kernels:
-            self._kernels[(h, w)] = self.model.apply(
-                self.params, h, w, method=lambda m, h, w: m.context.stage_kernels(h, w)
+    def _layout(self, latent_shape: tuple[int, int]) -> _Layout:
+        if latent_shape not in self._layouts:
+            plan = cached_stage_plan(self.schedule, *latent_shape)
+            kernels = self.model.apply(self.params, *latent_shape, method=CompressionModel.stage_kernels)
+            m = self.config.M
+            elements = []
+            for s in range(plan.num_stages):  # (P, h, w) entries -> (P, 1, h, w, M) elements
+                mask = plan.element_mask(s)[:, None, :, :, None]
+                elements.append(np.flatnonzero(np.broadcast_to(mask, (*mask.shape[:-1], m))))
+            counts = np.asarray([len(e) for e in elements], np.int32)
+            stacked = np.full((len(elements), counts.max()), np.iinfo(np.int32).max, np.int32)  # out of range
+            for s, e in enumerate(elements):
+                stacked[s, : len(e)] = e
+            z_shape = (latent_shape[0] // 4, latent_shape[1] // 4, self.config.N)
+            num_symbols = latent_shape[0] * latent_shape[1] * m + int(np.prod(z_shape))
+            self._layouts[latent_shape] = _Layout(
+                plan, kernels, jnp.asarray(stacked), jnp.asarray(counts), counts, z_shape, num_symbols
             )
-        return self._kernels[(h, w)]
+        return self._layouts[latent_shape]
 
-    def _stage_elements(self, plan: StagePlan) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-        """Per stage: latent rows and columns of its elements, and its entry mask (None: all entries)."""
-        if plan.latent_shape not in self._elements:
-            masks = [plan.element_mask(s) for s in range(plan.num_stages)]
-            self._elements[plan.latent_shape] = [
-                (*plan.element_coordinates(s), None if mask.all() else mask) for s, mask in enumerate(masks)
-            ]
-        return self._elements[plan.latent_shape]
+    def _zeros_like(self, shape: tuple[int, ...], dtype) -> jax.Array:
+        """Placeholder inputs (the branch not taken), allocated once per shape."""
+        key = (shape, np.dtype(dtype).str)
+        if key not in self._zeros:
+            self._zeros[key] = jnp.zeros(shape, dtype)
+        return self._zeros[key]
+
+    def _capacity(self, layout: _Layout, lanes: int) -> int:
+        """Words of the largest stream an image of this size may have (the decoder pads to it)."""
+        return rans.max_words(layout.num_symbols) + 2 * lanes
 
     def estimate(self, x: np.ndarray) -> Any:
         """The model's forward pass (Mode.EVAL) on x (H, W, 3) in [0, 1]: estimated bits, reconstruction."""
@@ -318,75 +431,39 @@ class Codec:
             self._forward = jax.jit(lambda p, x: self.model.apply(p, x, Mode.EVAL))
         return self._forward(self.params, jnp.asarray(x, jnp.float32)[None])
 
-    # -- the one stage loop ---------------------------------------------------
-
-    def _stage_models(self, plan: StagePlan, stage: int, y_hat: np.ndarray, hyper, kernels):
-        """(rows, cols) of the stage's elements, their ElementModels (E*M) and centres (E*M,)."""
-        # numpy arguments: the call transfers them, without a dispatch of its own for each.
-        packed = np.asarray(
-            self._compiled(
-                "stage_parameters", self._context_params, np.int32(stage), y_hat[None], hyper, kernels[stage]
-            )
-        )
-        rows, cols, mask = self._stage_elements(plan)[stage]
-        # (2 + 3K, E*M), elements in (P, h, w, M) order; no copy when every entry is a latent element.
-        packed = packed.reshape(len(packed), -1) if mask is None else packed[:, mask].reshape(len(packed), -1)
-        if not np.isfinite(packed).all():
-            raise coding.CodingError(f"stage {stage}: non-finite entropy parameters (corrupt data or model)")
-        centre = packed[0].astype(np.float64)
-        if np.abs(centre).max(initial=0.0) > 2.0**30:
-            raise coding.CodingError(
-                f"stage {stage}: entropy parameters out of range (corrupt data or model)"
-            )
-        models = coding.ElementModels(packed[2:], packed[1].astype(np.int64))
-        return rows, cols, models, centre
-
-    def _code_latent(self, hyper, latent_shape: tuple[int, int], watch: _Stopwatch,
-                     y: np.ndarray | None = None, streams: list[bytes] | None = None,
-                     expected_crcs: tuple[int, ...] = ()):  # fmt: skip
-        """Encodes y (given) or decodes `streams` (checked against their CRCs).
-
-        Returns (y_hat, stream bytes, CRCs).
-        """
-        encoding = y is not None
-        plan = cached_stage_plan(self.schedule, *latent_shape)
-        kernels = self._stage_kernels(*latent_shape)
-        y_hat = np.zeros((*latent_shape, self.config.M), np.float32)
-        per_stage = not self.schedule.is_serial
-        num_streams = plan.num_stages if per_stage else 1
-        if not encoding and len(streams) != num_streams:
-            raise bitstream.FormatError(
-                f"{len(streams)} y streams where this model's schedule needs {num_streams}"
-            )
-        out, crcs, crc = [], [], 0
-        coder = None
-        for stage in range(plan.num_stages):
-            with watch.phase("stage"):
-                index = stage if per_stage else 0
-                what = f"y stage {stage}" if per_stage else "y"
-                if coder is None:
-                    coder = coding.new_encoder() if encoding else coding.new_decoder(streams[index], what)
-                rows, cols, models, centre = self._stage_models(plan, stage, y_hat, hyper, kernels)
-                if encoding:
-                    symbols = np.round(y[rows, cols].reshape(-1) - centre).astype(np.int64)
-                    coding.encode_offsets(coder, symbols, models)
-                else:
-                    with coding.invalid_data_as_coding_error(what):
-                        symbols = coding.decode_offsets(coder, models)
-                y_hat[rows, cols] = (symbols + centre).astype(np.float32).reshape(len(rows), -1)
-                crc = coding.symbol_crc(symbols, crc)
-                if per_stage or stage == plan.num_stages - 1:
-                    if encoding:
-                        out.append(coding.finish(coder))
-                    else:
-                        coding.check_consumed(coder, what)
-                        if crc != expected_crcs[index]:
-                            raise coding.CodingError(f"{what}: decoded symbols fail their checksum")
-                    crcs.append(crc)
-                    coder, crc = None, 0
-        return y_hat, out, crcs
-
     # -- compress / decompress -------------------------------------------------
+
+    def stage_models(self, image: np.ndarray) -> tuple[int, list]:
+        """(lanes, [(params (R, E), symbols (E,), count) per stage]): what the encoder codes (for tools)."""
+        image, _ = _as_rgb_uint8(image)
+        lanes, _, _, _, _, stages = self._encoder_models(image, _Stopwatch(self._compiled))
+        return lanes, stages
+
+    def _encoder_models(self, image: np.ndarray, watch: _Stopwatch):
+        """Analysis, z and every stage's integer parameters and symbols, on the device, in decoding order."""
+        run = self._compiled
+        height, width = image.shape[:2]
+        latent_shape, _ = _latent_shapes(height, width)
+        layout = self._layout(latent_shape)
+        lanes = self.lanes or rans.choose_lanes(layout.num_symbols)
+        capacity = self._capacity(layout, lanes)
+        no_words, no_state = self._zeros_like((capacity,), jnp.uint32), _idle_decoder(lanes)
+        lane_shape = self._zeros_like((lanes,), jnp.int32)
+        with watch.phase("analysis"):
+            y, z_symbols = run("analysis", self.params, jnp.asarray(image.astype(np.float32) / 255.0)[None],
+                               self._median)  # fmt: skip
+        with watch.phase("hyper"):
+            hyper, _, checksum = run("z_step", self.params, self._z_cdf, self._median, z_symbols, no_words,
+                                     lane_shape, False)  # fmt: skip
+        y_hat, stages = jnp.zeros_like(y), []
+        for stage in range(layout.plan.num_stages):  # parameters and symbols, in decoding order
+            with watch.phase("stage"):
+                y_hat, params, symbols, _, checksum = run(
+                    "stage_step", self._stage_variables, np.int32(stage), y_hat, hyper, layout.kernels,
+                    layout.elements, layout.counts, y, no_words, no_state, checksum, False,
+                )  # fmt: skip
+            stages.append((params, symbols, np.int32(layout.host_counts[stage])))
+        return lanes, capacity, y_hat, z_symbols, checksum, stages
 
     def compress(self, image: np.ndarray) -> CompressResult:
         """Codes an image: uint8 (H, W, 3) (grey and RGBA are converted, with a notice)."""
@@ -396,72 +473,85 @@ class Codec:
             raise ValueError(
                 f"image of {width}x{height} pixels; at most {DEFAULT_MAX_PIXELS} pixels are accepted"
             )
-        watch = _Stopwatch(self._compiled)
-        with watch.phase("analysis"):
-            x = jnp.asarray(image.astype(np.float32) / 255.0)[None]
-            y = np.asarray(self._compiled("analysis", self.params, x))[0]
+        watch, run = _Stopwatch(self._compiled), self._compiled
+        lanes, capacity, y_hat, z_symbols, checksum, stages = self._encoder_models(image, watch)
+        state = rans.new_encoder(lanes, capacity - 2 * lanes)
+        for params, symbols, count in reversed(stages):  # rANS: the last stage first
+            with watch.phase("encode"):
+                state = run("encode_y", state, symbols, params, count)
         with watch.phase("hyper"):
-            z = np.asarray(self._compiled("hyper_analysis", self.params, jnp.asarray(y[None])))[0]
-            z_symbols = np.round(z - self._median).astype(np.int64)
-            encoder = coding.new_encoder()
-            self.z.encode(encoder, z_symbols.reshape(-1, z.shape[-1]))
-            z_stream = coding.finish(encoder)
-            hyper = self._hyper(z_symbols)
-        header = self._header(height, width, ())
-        z_crc = coding.symbol_crc(z_symbols, _header_crc(header))
-        y_hat, y_streams, crcs = self._code_latent(hyper, y.shape[:2], watch, y=y)
-        streams = [z_stream, *y_streams]
-        header = dataclasses.replace(
-            header, stream_lengths=tuple(map(len, streams)), stream_crcs=(z_crc, *crcs)
+            state = run("encode_z", state, z_symbols, self._z_cdf)
+            buffer, first = run("flush", state)
+        if int(state.overflow):
+            raise coding.CodingError(
+                f"{int(state.overflow)} latent values beyond the codable range (offsets up to "
+                f"{rans.MAX_EXCESS} beyond a table); the model diverged"
+            )
+        payload = rans.words_to_bytes(np.asarray(buffer)[int(first) :])
+        header = self._header(height, width, lanes, int(checksum))
+        data = bitstream.pack(header, payload)
+        rates = [run("stage_bits", *stage) for stage in stages]
+        stage_bits, escapes = [float(bits) for bits, _ in rates], sum(int(count) for _, count in rates)
+        timings = watch.timings()  # a stage's time: its parameters and its coding
+        coded = reversed(watch.seconds.get("encode", []))
+        timings = dataclasses.replace(
+            timings, stages=tuple(a + b for a, b in zip(timings.stages, coded, strict=True))
         )
-        data = bitstream.pack(header, streams)
         return CompressResult(
-            data=data, height=height, width=width, z_bytes=len(z_stream),
-            stream_bytes=tuple(map(len, y_streams)), timings=watch.timings(), y_hat=y_hat, notices=notices,
+            data=data, height=height, width=width, lanes=lanes,
+            z_bits=float(run("z_bits", z_symbols, self._z_cdf)[0]), stage_bits=tuple(stage_bits),
+            escapes=escapes, timings=timings, y_hat=np.asarray(y_hat[0]), notices=notices,
         )  # fmt: skip
 
     def decompress(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecompressResult:
         """Decodes a `.mscm` file's bytes; FormatError / CodingError for anything invalid."""
-        header, streams = bitstream.unpack(bytes(data), max_pixels)
+        header, payload = bitstream.unpack(bytes(data), max_pixels)
         self._check_header(header)
-        watch = _Stopwatch(self._compiled)
-        latent_shape, z_shape = _latent_shapes(header.height, header.width)
+        watch, run = _Stopwatch(self._compiled), self._compiled
+        latent_shape, _ = _latent_shapes(header.height, header.width)
+        layout = self._layout(latent_shape)
+        capacity = self._capacity(layout, header.lanes)
+        words = rans.bytes_to_words(payload)
+        if len(words) > capacity:
+            raise bitstream.FormatError(
+                f"payload of {len(payload)} bytes; an image of this size is coded in at most {2 * capacity}"
+            )
         with watch.phase("hyper"):
-            decoder = coding.new_decoder(streams[0], "z")
-            with coding.invalid_data_as_coding_error("z"):
-                z_symbols = self.z.decode(decoder, z_shape[0] * z_shape[1]).reshape(*z_shape, -1)
-            coding.check_consumed(decoder, "z")
-            if coding.symbol_crc(z_symbols, _header_crc(header)) != header.stream_crcs[0]:
-                raise coding.CodingError("z: decoded symbols fail their checksum (or the header was altered)")
-            hyper = self._hyper(z_symbols)
-        y_hat, _, _ = self._code_latent(
-            hyper, latent_shape, watch, streams=streams[1:], expected_crcs=header.stream_crcs[1:]
-        )
+            words_on_device = jnp.asarray(np.pad(words, (0, capacity - len(words))))
+            z_symbols = self._zeros_like((1, *layout.z_shape), jnp.int32)
+            lanes = self._zeros_like((header.lanes,), jnp.int32)
+            hyper, state, checksum = run("z_step", self.params, self._z_cdf, self._median, z_symbols,
+                                         words_on_device, lanes, True)  # fmt: skip
+        y_hat = self._zeros_like((1, *latent_shape, self.config.M), jnp.float32)
+        no_y = y_hat
+        for stage in range(layout.plan.num_stages):
+            with watch.phase("stage"):
+                y_hat, _, _, state, checksum = run(
+                    "stage_step", self._stage_variables, np.int32(stage), y_hat, hyper, layout.kernels,
+                    layout.elements, layout.counts, no_y, words_on_device, state, checksum, True,
+                )  # fmt: skip
+        finished = bool(jnp.all(state.x == rans.STATE_LOW)) and int(state.position) == len(words)
+        if not finished or int(checksum) != header.symbol_checksum:
+            raise coding.CodingError(
+                "invalid compressed data: the stream does not decode to what was encoded "
+                "(corrupt data, or another model)"
+            )
         with watch.phase("synthesis"):
-            x_hat = np.asarray(self._compiled("synthesis", self.params, jnp.asarray(y_hat[None])))[0]
+            x_hat = np.asarray(run("synthesis", self.params, y_hat))[0]
             x_hat = x_hat[: header.height, : header.width]
             image = np.round(np.clip(x_hat, 0.0, 1.0) * 255.0).astype(np.uint8)
-        return DecompressResult(
-            image=image,
-            x_hat=x_hat,
-            y_hat=y_hat,
-            timings=watch.timings(),
-            stream_bytes=header.stream_lengths[1:],
-        )
+        return DecompressResult(image=image, x_hat=x_hat, y_hat=np.asarray(y_hat[0]), timings=watch.timings())
 
-    def _hyper(self, z_symbols: np.ndarray) -> jax.Array:
-        z_hat = z_symbols.astype(np.float32) + self._median  # = the model's round(z - median) + median
-        # Waited for: its time is the hyper phase's, not stage 0's (JAX dispatches asynchronously).
-        return self._compiled("hyper_synthesis", self.params, jnp.asarray(z_hat[None])).block_until_ready()
-
-    def _header(self, height: int, width: int, crcs: tuple[int, ...]) -> bitstream.FileHeader:
-        pattern = (
-            None if self.schedule.is_serial else tuple(map(tuple, np.asarray(self.schedule.pattern).tolist()))
-        )
+    def _header(self, height: int, width: int, lanes: int, checksum: int) -> bitstream.FileHeader:
         return bitstream.FileHeader(
             fingerprint=bytes.fromhex(self.fingerprint)[: bitstream.FINGERPRINT_BYTES], height=height,
-            width=width, pattern=pattern, stream_lengths=(), stream_crcs=crcs,
+            width=width, pattern=self._pattern(), lanes=lanes, symbol_checksum=checksum,
         )  # fmt: skip
+
+    def _pattern(self) -> tuple[tuple[int, ...], ...] | None:
+        if self.schedule.is_serial:
+            return None
+        return tuple(map(tuple, np.asarray(self.schedule.pattern).tolist()))
 
     def _check_header(self, header: bitstream.FileHeader) -> None:
         mine = bytes.fromhex(self.fingerprint)[: bitstream.FINGERPRINT_BYTES]
@@ -470,16 +560,44 @@ class Codec:
                 f"the file was written with another model (fingerprint {header.fingerprint.hex()}, "
                 f"this model is {mine.hex()})"
             )
-        if header.pattern != self._header(1, 1, ()).pattern:
+        if header.pattern != self._pattern():
             raise bitstream.FormatError(
                 f"the file's schedule {header.pattern} is not this model's {self.schedule.name}"
             )
 
 
-def _header_crc(header: bitstream.FileHeader) -> int:
-    """CRC of the header fields the decoded image depends on; seeds z's symbol checksum."""
-    pattern = b"" if header.pattern is None else bytes(np.asarray(header.pattern, np.uint8).ravel())
-    return zlib.crc32(header.fingerprint + struct.pack("<II", header.height, header.width) + pattern)
+def _to_symbols(values: jax.Array) -> jax.Array:
+    """Rounded to int32 symbols; magnitudes beyond 2^30 are clipped (the coder refuses them anyway)."""
+    return jnp.round(jnp.clip(values, -(2.0**30), 2.0**30)).astype(jnp.int32)
+
+
+def _z_models(shape: tuple[int, ...]) -> jax.Array:
+    """z's symbols in raster order (positions, then channels): model i is channel i % N."""
+    return jnp.broadcast_to(jnp.arange(shape[-1], dtype=jnp.int32), shape).reshape(1, -1)
+
+
+def _z_coder(z_cdf: jax.Array):
+    """(cdf_fn, half_width_fn) of the per-channel tables."""
+    half_width = _z_half_width(z_cdf)
+    return (lambda model, edge: coding.table_cdf(z_cdf, model[0], edge),
+            lambda model: jnp.full(model.shape[1:], half_width, jnp.int32))  # fmt: skip
+
+
+def _ideal_bits(symbols, models, cdf_fn, half_width_fn, valid):
+    """(bits, escapes): -log2 of the symbols' integer probabilities, plus the escapes' uniform parts."""
+    t = half_width_fn(models)
+    bins = jnp.clip(symbols, -t, t) + t
+    freq = cdf_fn(models, bins + 1) - cdf_fn(models, bins)
+    bits = jnp.sum(jnp.where(valid, coding.PRECISION - jnp.log2(freq.astype(jnp.float32)), 0.0))
+    escape = valid & ((bins == 0) | (bins == 2 * t))
+    excess = jnp.where(escape, jnp.abs(symbols) - t, 0)
+    payload = 31 - jax.lax.clz(jnp.clip(excess, 0, rans.MAX_EXCESS) + 1)
+    escape_bits = jnp.sum(jnp.where(escape, rans.LENGTH_BITS + payload, 0))
+    return bits + escape_bits.astype(jnp.float32), jnp.sum(escape)
+
+
+def _idle_decoder(lanes: int) -> rans.DecoderState:
+    return rans.DecoderState(jnp.full((lanes,), rans.STATE_LOW, jnp.uint32), jnp.int32(0))
 
 
 def _latent_shapes(height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:

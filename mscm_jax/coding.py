@@ -1,408 +1,238 @@
-"""Entropy coding of integer symbols with constriction's range coder.
+"""The integer coding model: entropy parameters -> 16-bit integer CDFs, exactly.
 
-The pure coding layer under `codec.Codec`: it knows symbols, entropy-model
-parameters and streams, not networks.
+The pure layer between the networks and the coder (`rans`). It knows symbols
+and distributions, not networks and not streams.
 
 - A symbol is an integer offset `q` from an element's centre. Each element's
-  table covers `-T..T`, T a power of two derived from its own (quantized)
-  parameters (`coding_parameters`); the two end bins also hold the tails'
-  mass and act as *escapes*: an element coded in an end bin is followed by its excess `|q| - T >= 0` (an
-  Elias-gamma-like code in the same stream), so every value is encodable and
-  nothing is ever clipped.
-- y tables: a mixture of K Gaussians per element (Lin et al. 2023, Eq. 3;
-  Cheng et al. 2020), integrated over unit bins by compiled functions (one
-  float32 normal tail per bin edge, `mixture_pmf`) and handed to
-  `Categorical(perfect=False)` in blocks of `CHUNK` elements (a 512x768
-  image's full table would take ~150 MB); with K = 1 constriction's own
-  `QuantizedGaussian` does it faster.
-- Before any table is built the parameters are quantized to a grid (means and
-  log-scales to 2^-10, weights to 2^-14) by `coding_parameters`, inside the
-  compiled stage function: the encoder and the decoder compute them with the
-  same compiled functions on the same inputs, so on one platform they agree
-  bit for bit; across platforms (another CPU instruction set,
-  another jaxlib) a last-bit difference in a parameter rarely moves it to
-  another grid point. Guaranteed: such a divergence is *detected* (each
-  stream stores a CRC32 of its decoded symbols, and a stream must be consumed
-  exactly), never a silently wrong image. Not guaranteed: that a file written
-  on one platform decodes on another.
+  alphabet covers the bins `-T..T` (T a power of two, 1..64, from its own
+  parameters); the two end bins also hold the tails and act as *escapes*: a
+  value coded there is followed by its excess `|q| - T` (`rans` codes it), so
+  every value is codable and nothing is ever clipped.
+- y: a mixture of K Gaussians per element (Lin et al. 2023, Eq. 3; Cheng et
+  al. 2020, Eq. 5). `quantize_parameters` puts the float parameters on a
+  fixed-point grid (means in 2^-10, log-scales in 2^-10, weights in 2^-14
+  summing to exactly 2^14) inside the compiled stage function; from there on
+  `mixture_cdf` is integer arithmetic only: a fixed-point table of the
+  standard normal CDF with linear interpolation, and fixed-point tables of
+  1/scale and of 8 scales over the log-scale grid. Given the same integer
+  parameters every backend (CPU, GPU, TPU, any jaxlib) computes the same CDF
+  values; every bin gets a frequency of at least 1 and they total 2^16.
+- z: fixed per-channel integer CDF tables of the factorized density
+  (`quantize_pmf`), computed once per model and stored in model files.
+
+The fixed-point constants are part of the file format (docs/format.md); the
+tables are computed from them at import and checked against a digest, so a
+platform whose libm rounds one entry differently fails loudly instead of
+writing files no one else can read.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import functools
-import operator
-import zlib
-from collections.abc import Iterator
+import hashlib
+import math
 
-import constriction
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mscm_jax.ops import standard_normal_cdf
+PRECISION = 16  # CDFs total 2^16: the rANS coder's 16-bit frequency resolution
+TOTAL = 1 << PRECISION
+PARAM_BITS = 10  # means and log-scales on a 2^-10 grid
+WEIGHT_BITS = 14  # mixture weights in 2^-14, summing to exactly 2^14
+MAX_HALF_WIDTH = 64  # largest T: alphabets of at most 129 bins
+MAX_LOG2_HALF_WIDTH = 6
+TABLE_SCALES = 6  # an alphabet reaches this many scales beyond each component's mean
+MAX_RELATIVE_MEAN = 1 << 16  # component means at most 64 from the centre (2^-10 units)
+# Log-scales (2^-10 units) are clamped to [log 0.105, log 256.4]; the model bounds scales below at 0.11.
+LOG_SCALE_MIN, LOG_SCALE_MAX = -2304, 5680
+# Standard normal CDF: table on [-8, 8] in steps of 2^-6, values in 2^-16; arguments in 2^-12.
+PHI_RANGE, PHI_STEP_BITS, ARG_BITS = 8, 6, 12
+INV_SCALE_BITS = 16  # 1/scale in 2^-16
+CLAMP_SCALES = 8  # distances beyond 8 scales are clamped (Phi is 0 or 1 there)
 
-# The model options the streams depend on; the file header names them (coder id 3).
-CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
-UNIFORM = constriction.stream.model.Uniform()
-PARAM_GRID_EXPONENT = 10  # means and log-scales on a 2^-10 grid
-WEIGHT_GRID_EXPONENT = 14  # mixture weights on a 2^-14 grid
-MAX_HALF_WIDTH = 64  # largest T: tables of at most 129 bins
-TABLE_SCALES = 6.0  # tables reach this many scales beyond each component's mean
-CHUNK = 1 << 15  # elements per block of explicit tables (17 MB at T = 64)
-# Escapes: the excess e is coded as b = bit_length(e + 1) - 1 under p(b) ~ 2^-(b+1),
-# then the b low bits of e + 1 as two uniform symbols of at most 12 bits.
-MAX_ESCAPE_BITS = 24
-_LENGTH_PROBABILITIES = (0.5 ** np.arange(1, MAX_ESCAPE_BITS + 1)).astype(np.float32)
-LENGTH_MODEL = constriction.stream.model.Categorical(_LENGTH_PROBABILITIES, perfect=False)
+
+def _standard_normal_cdf_table() -> np.ndarray:
+    """Phi((i - 512) / 64) * 2^16, rounded, i = 0..1024, then one more 2^16 for the interpolation's edge."""
+    half = PHI_RANGE << PHI_STEP_BITS
+    values = [round(TOTAL * 0.5 * math.erfc(-((i - half) / (1 << PHI_STEP_BITS)) / math.sqrt(2.0)))
+              for i in range(2 * half + 1)]  # fmt: skip
+    return np.asarray([*values, TOTAL], np.int32)
+
+
+def _log_scale_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(1/scale in 2^-16, rounded; 8 scales in 2^-10, floored) over the log-scale grid."""
+    grid = np.arange(LOG_SCALE_MIN, LOG_SCALE_MAX + 1, dtype=np.float64) / (1 << PARAM_BITS)
+    inv_scale = np.round(np.exp(-grid) * (1 << INV_SCALE_BITS)).astype(np.int32)
+    max_distance = np.floor(np.exp(grid) * (CLAMP_SCALES << PARAM_BITS)).astype(np.int32)
+    return inv_scale, max_distance
+
+
+PHI_TABLE = _standard_normal_cdf_table()
+INV_SCALE_TABLE, MAX_DISTANCE_TABLE = _log_scale_tables()
+TABLES_SHA256 = "0d97f1ebc2860436600809dd48d17c65c1f4fd089f73b5405fc9c339ff10a775"
+
+
+def tables_digest() -> str:
+    """sha256 of the three fixed-point tables (int32 little-endian), the format's definition."""
+    digest = hashlib.sha256()
+    for table in (PHI_TABLE, INV_SCALE_TABLE, MAX_DISTANCE_TABLE):
+        digest.update(table.astype("<i4").tobytes())
+    return digest.hexdigest()
+
+
+if tables_digest() != TABLES_SHA256:
+    raise ImportError(
+        "mscm_jax.coding: this platform computes the fixed-point coding tables differently from the "
+        "format's definition (digest mismatch); files written here would not decode elsewhere"
+    )
 
 
 class CodingError(ValueError):
     """A stream that does not decode to what was encoded, or a value that cannot be coded."""
 
 
-@dataclasses.dataclass(frozen=True)
-class ElementModels:
-    """Quantized entropy parameters of E elements, relative to their centres.
-
-    params: (3K, E) float32, rows the K means, K scales and K weights
-    (`coding_parameters`' rows after the centre and T); half_widths: (E,)
-    each element's T. The table of element e is the mixture's mass on the
-    bins `q +- 1/2`, q = -T..T, with tails folded in. Elements run along the
-    minor axis, the one that compiled table building vectorizes.
-    """
-
-    params: np.ndarray
-    half_widths: np.ndarray
-
-    @classmethod
-    def from_arrays(cls, means, scales, weights) -> ElementModels:
-        """Models of (E, K) parameters given relative to centre 0, quantized (for tests and tools)."""
-        means, scales, weights = quantize_parameters(*(np.asarray(a).T for a in (means, scales, weights)))
-        params = np.concatenate([np.asarray(a) for a in (means, scales, weights)])
-        return cls(params, np.asarray(table_half_widths(means, scales)).astype(np.int64))
-
-    @property
-    def num_components(self) -> int:
-        return self.params.shape[0] // 3
-
-    @property
-    def means(self) -> np.ndarray:
-        """(E, K)"""
-        return self.params[: self.num_components].T
-
-    @property
-    def scales(self) -> np.ndarray:
-        """(E, K)"""
-        return self.params[self.num_components : 2 * self.num_components].T
-
-    @property
-    def weights(self) -> np.ndarray:
-        """(E, K)"""
-        return self.params[2 * self.num_components :].T
-
-    def __len__(self) -> int:
-        return self.params.shape[1]
-
-    def take(self, index) -> ElementModels:
-        return ElementModels(self.params[:, index], self.half_widths[index])
+# --------------------------------------------------------------------------
+# Float parameters -> integer parameters (inside the compiled stage function).
+# --------------------------------------------------------------------------
 
 
-def quantize_parameters(means, scales, weights) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(K, ...) parameters snapped to the coding grid, so tiny float differences rarely matter."""
-    grid, weight_grid = 2.0**PARAM_GRID_EXPONENT, 2.0**WEIGHT_GRID_EXPONENT
-    means = jnp.round(jnp.asarray(means, jnp.float32) * grid) / grid
-    scales = jnp.exp(jnp.round(jnp.log(jnp.asarray(scales, jnp.float32)) * grid) / grid)
-    weights = jnp.maximum(jnp.round(jnp.asarray(weights, jnp.float32) * weight_grid), 1.0)
-    return means, scales, weights / _sum_components(weights)
+def num_parameter_rows(num_components: int) -> int:
+    """Rows of `quantize_parameters`' output: centre, log2 T, then K means, log-scales, weights."""
+    return 2 + 3 * num_components
 
 
-def _sum_components(x: jax.Array) -> jax.Array:
-    """Sum over the (few) leading rows as elementwise adds: XLA:CPU reduces a short
-    major axis an order of magnitude slower than it adds."""
-    return functools.reduce(operator.add, x)
-
-
-def table_half_widths(means: jax.Array, scales: jax.Array) -> jax.Array:
-    """(...) each element's T: the power of two (1..64) covering every component's mean +- 6 scales.
-
-    (K, ...) means relative to the element's centre, and scales. Found by
-    comparisons, not a logarithm; a narrow table (most channels of a trained
-    model are nearly deterministic) costs the coder little, and the rare
-    value beyond it escapes.
-    """
-    reach = functools.reduce(jnp.maximum, jnp.abs(means) + TABLE_SCALES * scales)  # over the K rows
-    powers_below = sum((reach > 2.0**j).astype(jnp.float32) for j in range(int(np.log2(MAX_HALF_WIDTH))))
-    return 2.0**powers_below
-
-
-def coding_parameters(
+def quantize_parameters(
     means: jax.Array, scales: jax.Array, weights: jax.Array, round_centre: bool
 ) -> jax.Array:
-    """Each element's coding parameters, packed for one transfer: (2 + 3K, ...) float32.
+    """Each element's integer coding parameters: (2 + 3K, ...) int32.
 
-    From (K, ...) means, scales and weights. Rows: the centre (the mixture
-    mean of the quantized parameters, rounded to an integer when
-    `round_centre`), the table half-width T, then the K means relative to the
-    centre, the K scales and the K weights. Component-major, so that every
-    row is contiguous. Traceable: the codec runs it inside the compiled stage
-    function, so the encoder and the decoder get the very same bits.
+    From (K, ...) float means, scales and weights. Rows:
+      0: the centre in 2^-10 (the mixture mean, rounded to an integer when
+         `round_centre`: symbols are then `round(y) - centre`);
+      1: log2 of the half-width T;
+      2..: the K means relative to the centre (2^-10), the K log-scale
+         indices (into the tables, 0 = LOG_SCALE_MIN), the K weights (2^-14,
+         each >= 1, summing to 2^14).
+    Component-major, so every row is contiguous. The float part is the last
+    step of the networks; everything after it is integer.
     """
-    means, scales, weights = quantize_parameters(means, scales, weights)
-    centre = _sum_components(means * weights)
+    k = means.shape[0]
+    grid = float(1 << PARAM_BITS)
+    mean_q = jnp.round(jnp.clip(means.astype(jnp.float32), -(2.0**20), 2.0**20) * grid).astype(jnp.int32)
+    log_scale = jnp.round(jnp.log(scales.astype(jnp.float32)) * grid)
+    log_scale = jnp.clip(log_scale, LOG_SCALE_MIN, LOG_SCALE_MAX).astype(jnp.int32) - LOG_SCALE_MIN
+    weight_q = _integer_weights(weights)
+    # The mixture mean of the quantized parameters (K = 1: the mean itself).
+    centre = sum(weight_q[c].astype(jnp.float32) * mean_q[c].astype(jnp.float32) for c in range(k))
+    centre = centre / (1 << WEIGHT_BITS)
     if round_centre:
-        centre = jnp.round(centre)
-    means = means - centre
-    half_width = table_half_widths(means, scales)
-    return jnp.concatenate([centre[None], half_width[None], means, scales, weights])
+        centre = jnp.round(centre / grid) * grid
+    centre = jnp.round(centre).astype(jnp.int32)
+    relative = jnp.clip(mean_q - centre, -MAX_RELATIVE_MEAN, MAX_RELATIVE_MEAN)
+    log2_half_width = _log2_half_width(relative, log_scale)
+    return jnp.concatenate([centre[None], log2_half_width[None], relative, log_scale, weight_q])
 
 
-# A table piece (two compiled calls) costs about as much as this many padded bins (measured, 2-core CPU).
-PIECE_CALL_BINS = 16000
+def _integer_weights(weights: jax.Array) -> jax.Array:
+    """(K, ...) weights in 2^-14, each at least 1, summing to exactly 2^14 (the largest absorbs the rest)."""
+    k, total = weights.shape[0], 1 << WEIGHT_BITS
+    if k == 1:
+        return jnp.full(weights.shape, total, jnp.int32)
+    q = jnp.maximum(jnp.round(weights.astype(jnp.float32) * total), 1.0).astype(jnp.int32)
+    largest = jnp.argmax(q, axis=0)
+    excess = sum(q[c] for c in range(k)) - total
+    return q - jnp.where(jnp.arange(k).reshape(k, *[1] * (q.ndim - 1)) == largest, excess, 0)
 
 
-def _piece_sizes() -> np.ndarray:
-    """The padded sizes a table piece may have: 2^j and 3 * 2^(j-1), 256 .. CHUNK."""
-    powers = 1 << np.arange(8, int(np.log2(CHUNK)) + 1)
-    return np.unique(np.concatenate([powers, 3 * powers[1:] // 4]))
+def _log2_half_width(relative_means: jax.Array, log_scale: jax.Array) -> jax.Array:
+    """(...) log2 T: the smallest power of two (1..64) covering every component's mean +- 6 scales."""
+    six_scales = (jnp.asarray(MAX_DISTANCE_TABLE)[log_scale] * 3) >> 2  # 8 scales * 3/4, in 2^-10
+    reach = jnp.max(jnp.abs(relative_means) + six_scales, axis=0)
+    return sum((reach > (1 << (PARAM_BITS + j))).astype(jnp.int32) for j in range(MAX_LOG2_HALF_WIDTH))
 
 
-PIECE_SIZES = _piece_sizes()
+# --------------------------------------------------------------------------
+# Integer CDFs.
+# --------------------------------------------------------------------------
 
 
-def _table_pieces(count: int, half_width: int) -> list[tuple[int, int, int]]:
-    """(start, stop, padded size) of the pieces `mixture_pmf` splits `count` elements into.
+def standard_normal_cdf_fixed(t: jax.Array) -> jax.Array:
+    """Phi(t) in 2^-16 for t in 2^-12 (int32), by linear interpolation of `PHI_TABLE`."""
+    table = jnp.asarray(PHI_TABLE)
+    u = jnp.clip(t + (PHI_RANGE << ARG_BITS), 0, 2 * PHI_RANGE << ARG_BITS)
+    shift = ARG_BITS - PHI_STEP_BITS
+    index, fraction = u >> shift, u & ((1 << shift) - 1)
+    low = table[index]
+    return low + (((table[index + 1] - low) * fraction) >> shift)
 
-    Sizes come from `PIECE_SIZES` (few shapes, few compiles). The rest pads up
-    to the next size when the padding costs less than another call would
-    (`PIECE_CALL_BINS`) or is at most an eighth of it; otherwise the largest
-    size that fits is split off. A 512x768 image's 4x4 stage of 18432
-    elements at T = 1 is 16384 + 2048, not 24576; its groups of ~3456
-    elements at T = 4 are one call of 4096.
+
+def quantize_cdf(cdf: jax.Array, edge: jax.Array, num_bins: jax.Array) -> jax.Array:
+    """CDF values in [0, 2^16] at edge j of B bins -> a 16-bit CDF whose every bin has mass >= 1.
+
+    floor(c (2^16 - B) / 2^16) + j: one unit per bin is set aside, the rest
+    follows c. Edge 0 is 0 and edge B is 2^16 whatever c says.
     """
-    sizes, budget = PIECE_SIZES, PIECE_CALL_BINS // (2 * half_width + 1)
-    pieces, start = [], 0
-    while start < count:
-        rest = count - start
-        up = int(sizes[min(np.searchsorted(sizes, rest), len(sizes) - 1)])
-        if up - rest > max(budget, rest // 8):
-            up = int(sizes[max(np.searchsorted(sizes, rest, side="right") - 1, 0)])
-        pieces.append((start, min(count, start + up), up))
-        start += up
-    return pieces
+    quantized = cdf - ((cdf * num_bins + (TOTAL - 1)) >> PRECISION) + edge
+    return jnp.where(edge <= 0, 0, jnp.where(edge >= num_bins, TOTAL, quantized))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _mixture_pmf_bins_major(half_width: int, params: jax.Array) -> jax.Array:
-    """(2T + 1, E) masses: one normal tail per bin edge and component, then differences of tails."""
-    k = params.shape[0] // 3  # (3K, E): elements along the minor axis, which XLA vectorizes
-    # The 2T + 2 edges of bins q = -T..T (bin q is [q - 1/2, q + 1/2)); the end bins are open.
-    edges = np.concatenate([[-np.inf], np.arange(-half_width, half_width) + 0.5, [np.inf]])
-    edges = edges.astype(np.float32)[:, None]
-    # The smaller tail at each edge, Phi(-|x|): accurate far into both tails, which a CDF
-    # near 1 is not. Materialized (the barrier), so that each is computed once, not once per
-    # bin it bounds: that halves the erfc work, which dominates.
-    tails = jax.lax.optimization_barrier(
-        jnp.stack([standard_normal_cdf(-jnp.abs((edges - params[c]) / params[k + c])) for c in range(k)])
-    )
-    pmf = jnp.zeros((len(edges) - 1, params.shape[1]), jnp.float32)
+def mixture_cdf(params: jax.Array, edge: jax.Array) -> jax.Array:
+    """16-bit CDF at bin edge `edge` (0..B) of elements with integer parameters `params` (2 + 3K, ...).
+
+    Edge j is the lower edge of bin j, i.e. of the offset `j - T`, at `j - T - 1/2`.
+    Bounds (all int32): |distance| <= 8 scales <= 2^21 units, times 1/scale
+    (<= 2^16 / 0.105) stays below 2^30; weights (sum 2^14) times Phi (<= 2^16)
+    sum to at most 2^30.
+    """
+    k = (params.shape[0] - 2) // 3
+    half_width = 1 << params[1]
+    position = ((edge - half_width) << PARAM_BITS) - (1 << (PARAM_BITS - 1))
+    inv_scale, max_distance = jnp.asarray(INV_SCALE_TABLE), jnp.asarray(MAX_DISTANCE_TABLE)
+    mass = jnp.zeros(edge.shape, jnp.int32)
     for c in range(k):
-        above = edges >= params[c]  # edge at or above the component's mean
-        low, high, low_above, high_above = tails[c, :-1], tails[c, 1:], above[:-1], above[1:]
-        mass = jnp.where(low_above, low - high, jnp.where(high_above, 1.0 - low - high, high - low))
-        pmf = pmf + params[2 * k + c] * mass
-    return jnp.maximum(pmf, 0.0)
+        log_scale = params[2 + k + c]
+        limit = max_distance[log_scale]
+        distance = jnp.clip(position - params[2 + c], -limit, limit)
+        t = (distance * inv_scale[log_scale]) >> (PARAM_BITS + INV_SCALE_BITS - ARG_BITS)
+        mass = mass + params[2 + 2 * k + c] * standard_normal_cdf_fixed(t)
+    return quantize_cdf(mass >> WEIGHT_BITS, edge, 2 * half_width + 1)
 
 
-# A separate call: fused into the function above, XLA writes the transposed layout
-# element by element, several times slower than this tiled transpose.
-_transpose = jax.jit(jnp.transpose)
+def half_widths(params: jax.Array) -> jax.Array:
+    return 1 << params[1]
 
 
-def mixture_pmf(half_width: int, models: ElementModels) -> np.ndarray:
-    """(E, 2T + 1) float32 probabilities of q = -T..T; the end bins hold the tails.
+# --------------------------------------------------------------------------
+# z: per-channel tables.
+# --------------------------------------------------------------------------
 
-    Computed by two compiled functions (float32 erfc, then a transpose) in pieces of a
-    few padded sizes (`_table_pieces`); an element's values do not depend on
-    the others of its piece. C-contiguous, as constriction needs: it reads a
-    strided view's memory as if it were contiguous.
+
+def quantize_pmf(pmf: np.ndarray) -> np.ndarray:
+    """(N, B) probabilities (rows need not sum to 1) -> (N, B + 1) int32 16-bit CDFs, every bin >= 1.
+
+    NumPy float64 on the host, once per model; model files store the result,
+    so decoders never recompute it.
     """
-    out = []
-    for start, stop, size in _table_pieces(len(models), half_width):
-        piece = models.params[:, start:stop]
-        if stop - start < size:  # padded with harmless unit parameters (np.pad is ~10x slower here)
-            piece = np.concatenate([piece, np.ones((len(piece), size - (stop - start)), np.float32)], axis=1)
-        out.append(np.asarray(_transpose(_mixture_pmf_bins_major(half_width, piece)))[: stop - start])
-    if len(out) == 1:
-        return out[0]
-    return np.concatenate(out) if out else np.zeros((0, 2 * half_width + 1), np.float32)
+    pmf = np.maximum(np.asarray(pmf, np.float64), 0.0)
+    cumulative = np.cumsum(pmf, axis=1)
+    cumulative = cumulative / np.maximum(cumulative[:, -1:], 1e-300)
+    cdf = np.round(np.concatenate([np.zeros((len(pmf), 1)), cumulative], axis=1) * TOTAL).astype(np.int64)
+    edges = np.arange(pmf.shape[1] + 1)
+    out = np.asarray(quantize_cdf(jnp.asarray(cdf, jnp.int32), jnp.asarray(edges, jnp.int32), pmf.shape[1]))
+    return out.astype(np.int32)
 
 
-def symbol_crc(symbols: np.ndarray, crc: int = 0) -> int:
-    """CRC32 of int32 little-endian symbols, chained over calls."""
-    return zlib.crc32(np.ascontiguousarray(symbols, "<i4").tobytes(), crc)
+def table_cdf(tables: jax.Array, row: jax.Array, edge: jax.Array) -> jax.Array:
+    """CDF values `tables[row, edge]` (edges beyond the table read 2^16)."""
+    return jnp.where(edge >= tables.shape[1], TOTAL, tables[row, jnp.minimum(edge, tables.shape[1] - 1)])
 
 
-# --------------------------------------------------------------------------
-# Tables: one block of elements at a time.
-# --------------------------------------------------------------------------
+def symbol_checksum(offsets: jax.Array, segment: int | jax.Array) -> jax.Array:
+    """uint32 checksum of a segment's symbols: a sum modulo 2^32 of mixed (segment, index, value).
 
-
-def _code_bins(coder, half_width: int, models: ElementModels, bins: np.ndarray | None) -> np.ndarray:
-    """Encodes (bins given) or decodes the bins 0..2T of `models`' elements."""
-    t = half_width
-    if not len(models):
-        return np.zeros(0, np.int32)
-    if models.num_components == 1:  # one Gaussian: constriction's own model.
-        model = constriction.stream.model.QuantizedGaussian(-t, t)
-        means, scales = models.params[0].astype(np.float64), models.params[1].astype(np.float64)
-        if bins is None:
-            return np.asarray(coder.decode(model, means, scales), np.int32) + t
-        coder.encode((bins - t).astype(np.int32), model, means, scales)
-        return bins
-    out = []
-    for start in range(0, len(models), CHUNK):  # a block's tables at a time, not the whole stage's
-        block = slice(start, start + CHUNK)
-        pmf = mixture_pmf(t, models.take(block))
-        if bins is None:
-            out.append(np.asarray(coder.decode(CATEGORICAL, pmf), np.int32))
-        else:
-            coder.encode(bins[block].astype(np.int32), CATEGORICAL, pmf)
-    if bins is not None:
-        return bins
-    return out[0] if len(out) == 1 else np.concatenate(out)
-
-
-def _encode_escapes(encoder, excess: np.ndarray) -> None:
-    if not excess.size:
-        return
-    if int(excess.max()) >= 2**MAX_ESCAPE_BITS - 1:
-        raise CodingError(f"a latent value {int(excess.max())} beyond the codable range; the model diverged")
-    value = excess.astype(np.int64) + 1
-    bits = np.floor(np.log2(value)).astype(np.int32)
-    rest = value - (np.int64(1) << bits)
-    encoder.encode(bits, LENGTH_MODEL)
-    for part, width in _escape_parts(bits):  # Uniform needs at least 2 values: skip empty parts
-        encoder.encode(((rest >> (12 * part)) & 0xFFF)[width > 0].astype(np.int32), UNIFORM,
-                       (1 << width[width > 0]).astype(np.int32))  # fmt: skip
-
-
-def _escape_parts(bits: np.ndarray):
-    """(part, bit width per escape) of the low 12 bits and of the bits above them."""
-    low = np.minimum(bits, 12)
-    return [(0, low), (1, bits - low)]
-
-
-def _decode_escapes(decoder, count: int) -> np.ndarray:
-    if not count:
-        return np.zeros(0, np.int64)
-    bits = np.asarray(decoder.decode(LENGTH_MODEL, count), np.int32)
-    value = np.int64(1) << bits
-    for part, width in _escape_parts(bits):
-        sizes = (1 << width[width > 0]).astype(np.int32)
-        if sizes.size:
-            value[width > 0] += np.asarray(decoder.decode(UNIFORM, sizes), np.int64) << (12 * part)
-    return value - 1
-
-
-def width_groups(models: ElementModels) -> list[tuple[int, np.ndarray | slice]]:
-    """(T, element indices) per table width, T ascending, elements in order within each.
-
-    When one width covers every element the indices are `slice(None)`: views, not copies.
+    A sum, so that any backend, summing in any order, gets the same bits.
     """
-    widths = models.half_widths
-    if len(widths) and (widths == widths[0]).all():
-        return [(int(widths[0]), slice(None))]
-    order = np.argsort(widths, kind="stable")
-    widths = widths[order]
-    starts = np.flatnonzero(np.diff(widths)) + 1
-    return [
-        (int(widths[part[0]]), order[part]) for part in np.split(np.arange(len(order)), starts) if len(part)
-    ]
-
-
-def encode_offsets(encoder, offsets: np.ndarray, models: ElementModels) -> None:
-    """Appends the symbols `offsets` (E,) of `models` to a range encoder, by table width."""
-    for t, index in width_groups(models):
-        bins = np.clip(offsets[index], -t, t) + t
-        _code_bins(encoder, t, models.take(index), bins)
-        _encode_escapes(encoder, np.abs(offsets[index][(bins == 0) | (bins == 2 * t)]) - t)
-
-
-@contextlib.contextmanager
-def invalid_data_as_coding_error(what: str) -> Iterator[None]:
-    """constriction's own complaints about undecodable data, as one clear CodingError."""
-    try:
-        yield
-    except CodingError:
-        raise
-    except (AssertionError, ValueError, RuntimeError, OverflowError) as e:
-        raise CodingError(f"{what}: invalid compressed data ({e})") from None
-
-
-def decode_offsets(decoder, models: ElementModels) -> np.ndarray:
-    """The next len(models) symbols of a range decoder (int64)."""
-    offsets = np.zeros(len(models), np.int64)
-    for t, index in width_groups(models):
-        part = _code_bins(decoder, t, models.take(index), None).astype(np.int64) - t
-        at_end = np.abs(part) == t
-        part[at_end] += np.sign(part[at_end]) * _decode_escapes(decoder, int(at_end.sum()))
-        offsets[index] = part
-    return offsets
-
-
-# --------------------------------------------------------------------------
-# z: fixed per-channel tables of the factorized density.
-# --------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class ChannelTables:
-    """Static tables of z: row c is channel c's pmf of q = -T..T (float32, tails in the end bins)."""
-
-    half_width: int
-    pmf: np.ndarray  # (N, 2T + 1)
-
-    def encode(self, encoder, offsets: np.ndarray) -> None:
-        """offsets: (positions, N) symbols, coded in row-major order."""
-        t = self.half_width
-        rows = np.broadcast_to(self.pmf[None], (len(offsets), *self.pmf.shape)).reshape(-1, 2 * t + 1)
-        flat = offsets.reshape(-1)
-        bins = np.clip(flat, -t, t) + t
-        encoder.encode(bins.astype(np.int32), CATEGORICAL, rows)
-        _encode_escapes(encoder, np.abs(flat[(bins == 0) | (bins == 2 * t)]) - t)
-
-    def decode(self, decoder, positions: int) -> np.ndarray:
-        t = self.half_width
-        rows = np.broadcast_to(self.pmf[None], (positions, *self.pmf.shape)).reshape(-1, 2 * t + 1)
-        offsets = np.asarray(decoder.decode(CATEGORICAL, rows), np.int64) - t if len(rows) else np.zeros(0)
-        offsets = offsets.astype(np.int64)
-        at_end = np.abs(offsets) == t
-        offsets[at_end] += np.sign(offsets[at_end]) * _decode_escapes(decoder, int(at_end.sum()))
-        return offsets.reshape(positions, -1)
-
-
-# --------------------------------------------------------------------------
-# Streams.
-# --------------------------------------------------------------------------
-
-
-def new_encoder():
-    return constriction.stream.queue.RangeEncoder()
-
-
-def finish(encoder) -> bytes:
-    return encoder.get_compressed().tobytes()
-
-
-def new_decoder(data: bytes, what: str):
-    if len(data) % 4:
-        raise CodingError(f"{what}: stream length {len(data)} is not a multiple of 4 bytes")
-    return constriction.stream.queue.RangeDecoder(np.frombuffer(data, np.uint32).copy())
-
-
-def check_consumed(decoder, what: str) -> None:
-    """Range decoders decode random words without complaint: the stream must end here."""
-    if not decoder.maybe_exhausted():
-        raise CodingError(f"{what}: stream not consumed exactly (corrupt data, or another model)")
+    index = jnp.arange(offsets.shape[0], dtype=jnp.uint32)
+    v = offsets.astype(jnp.uint32) ^ (index * jnp.uint32(0x9E3779B1))
+    v = (v ^ (jnp.asarray(segment).astype(jnp.uint32) * jnp.uint32(0x85EBCA77))) * jnp.uint32(0xCC9E2D51)
+    return jnp.sum(v ^ (v >> 15), dtype=jnp.uint32)

@@ -147,6 +147,27 @@ class DeepFactorized(nn.Module):
             return jax.lax.stop_gradient(self.median_param)
         return factorized_quantile(jax.lax.stop_gradient(self.density_params), 0.0)
 
+    def coding_reach(self, tail_mass: float) -> jax.Array:
+        """The farthest, over channels, that the quantiles of `tail_mass` lie from the median."""
+        median, logit = self.median(), math.log(tail_mass)
+        low = factorized_quantile(self.density_params, logit)
+        high = factorized_quantile(self.density_params, -logit)
+        return jnp.max(jnp.maximum(median - low, high - median))
+
+    def coding_pmf(self, half_width: int) -> jax.Array:
+        """(C, 2T + 1) masses of the bins `median + q`, q = -T..T; the end bins hold the tails."""
+        median = self.median()
+        inner = jnp.arange(1 - half_width, half_width, dtype=jnp.float32)[:, None]
+        mass = factorized_likelihood(self.density_params, median[None, :] + inner).T  # (C, 2T - 1)
+        # factorized_logits_cumulative takes (channels, samples).
+        low = jax.nn.sigmoid(
+            factorized_logits_cumulative(self.density_params, (median - half_width + 0.5)[:, None])
+        )
+        high = jax.nn.sigmoid(
+            -factorized_logits_cumulative(self.density_params, (median + half_width - 0.5)[:, None])
+        )
+        return jnp.concatenate([low, mass, high], axis=1)
+
 
 # --------------------------------------------------------------------------
 # Conditional models of y.

@@ -76,7 +76,7 @@ class ImageResult:
     payload_bpp: float
     header_bytes: int
     z_bits: int
-    stream_bits: tuple[int, ...]  # y streams: one per stage (one in all for serial)
+    stream_bits: tuple[int, ...]  # y bits per stage under the integer models (one stream holds them all)
     psnr: float
     ms_ssim: float | None
     encoding_time: float
@@ -140,8 +140,8 @@ def evaluate_image(codec, name: str, image: np.ndarray) -> ImageResult:
     dec = decoded.timings
     return ImageResult(
         name=name, height=encoded.height, width=encoded.width, bytes=len(encoded.data), bpp=encoded.bpp,
-        payload_bpp=encoded.payload_bpp, header_bytes=encoded.header_bytes, z_bits=8 * encoded.z_bytes,
-        stream_bits=tuple(8 * b for b in encoded.stream_bytes), psnr=metrics["psnr-rgb"],
+        payload_bpp=encoded.payload_bpp, header_bytes=encoded.header_bytes, z_bits=round(encoded.z_bits),
+        stream_bits=tuple(round(b) for b in encoded.stage_bits), psnr=metrics["psnr-rgb"],
         ms_ssim=metrics["ms-ssim-rgb"], encoding_time=encoded.timings.total, decoding_time=dec.total,
         entropy_decoding_time=dec.entropy_coding, synthesis_time=dec.synthesis,
         compile_time=encoded.timings.compile + dec.compile,

@@ -8,8 +8,9 @@ with dtype and shape; no pickle, so reading a file cannot run code):
     schedule      the stage pattern as JSON (null for serial), for readers of the file
     fingerprint   sha256 hex of config + parameters (`codec.model_fingerprint`)
     params        the parameter tree (float32 arrays)
-    z_tables      {half_width, pmf (N, 2T+1) float32}: the coding tables of z
-    coder         the coder options the tables were made for (`bitstream.CODER_OPTIONS`)
+    z_cdf         (N, 2T+2) int32: z's integer CDF tables (`coding.quantize_pmf`), so
+                  that every decoder codes z with the very tables of the encoder
+    coder         the file format and coder id the tables are for
     source, step, created_by
 
 Reading checks the magic, version, keys, parameter shapes against the
@@ -48,8 +49,8 @@ def write_model_file(codec, path: str | os.PathLike) -> int:
         "schedule": None if schedule.is_serial else json.dumps(np.asarray(schedule.pattern).tolist()),
         "fingerprint": codec.fingerprint,
         "params": jax.tree.map(lambda a: np.asarray(a, np.float32), codec.params),
-        "z_tables": {"half_width": codec.z.half_width, "pmf": codec.z.pmf},
-        "coder": bitstream.CODER_OPTIONS,
+        "z_cdf": codec.z_cdf,
+        "coder": f"format {bitstream.FORMAT_VERSION}, coder {bitstream.CODER_RANS}",
         "source": codec.source,
         "step": -1 if codec.step is None else int(codec.step),
         "created_by": f"mscm-jax {__version__}",
@@ -82,9 +83,7 @@ def read_model_file(path: str | os.PathLike):
         content = serialization.msgpack_restore(data[len(MAGIC) + 1 :])
     except Exception as e:  # msgpack raises several types on damaged input
         raise ModelFileError(f"{name}: damaged model file ({type(e).__name__}: {e})") from None
-    missing = {"config", "fingerprint", "params", "z_tables"} - set(
-        content if isinstance(content, dict) else ()
-    )
+    missing = {"config", "fingerprint", "params"} - set(content if isinstance(content, dict) else ())
     if missing:
         raise ModelFileError(f"{name}: damaged model file (missing {sorted(missing)})")
     try:
@@ -99,12 +98,27 @@ def read_model_file(path: str | os.PathLike):
     fingerprint = model_fingerprint(config, params)
     if fingerprint != content["fingerprint"]:
         raise ModelFileError(f"{name}: fingerprint mismatch: the parameters are damaged")
-    tables = content["z_tables"]
-    pmf = np.asarray(tables["pmf"], np.float32)
-    half_width = int(tables["half_width"])
-    if pmf.shape != (config.N, 2 * half_width + 1) or not np.all(np.isfinite(pmf)) or np.any(pmf < 0):
-        raise ModelFileError(f"{name}: damaged z tables (shape {pmf.shape})")
+    z_cdf = _z_cdf(content, config, name)
     step = int(content.get("step", -1))
-    return Codec(
-        config, params, coding.ChannelTables(half_width, pmf), source=name, step=None if step < 0 else step
-    )
+    return Codec(config, params, z_cdf, source=name, step=None if step < 0 else step)
+
+
+def _z_cdf(content: dict, config: ModelConfig, name: str) -> np.ndarray | None:
+    """The stored integer z tables, checked; from a version-1 file's float tables, made integer."""
+    if "z_cdf" not in content:
+        if "z_tables" not in content:
+            raise ModelFileError(f"{name}: damaged model file (no z tables)")
+        pmf = np.asarray(content["z_tables"]["pmf"], np.float32)
+        if pmf.ndim != 2 or pmf.shape[0] != config.N or not np.all(np.isfinite(pmf)) or np.any(pmf < 0):
+            raise ModelFileError(f"{name}: damaged z tables (shape {pmf.shape})")
+        return coding.quantize_pmf(pmf)
+    cdf = np.asarray(content["z_cdf"])
+    widths = (2 * np.arange(coding.MAX_HALF_WIDTH + 1) + 2).tolist()
+    valid = (
+        cdf.dtype == np.int32 and cdf.ndim == 2 and cdf.shape[0] == config.N and cdf.shape[1] in widths
+        and np.all(cdf[:, 0] == 0) and np.all(cdf[:, -1] == coding.TOTAL)
+        and np.all(np.diff(cdf, axis=1) >= 1)
+    )  # fmt: skip
+    if not valid:
+        raise ModelFileError(f"{name}: damaged z tables (shape {cdf.shape}, dtype {cdf.dtype})")
+    return cdf

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mscm_jax.coding import quantize_parameters
 from mscm_jax.context import MultistageContext, StageKernel, read_stage, write_stage
 from mscm_jax.entropy_models import (
     DeepFactorized,
@@ -234,6 +235,54 @@ class CompressionModel(nn.Module):
     def synthesis(self, y_hat: jax.Array, image_shape: tuple[int, int]) -> jax.Array:
         x_hat = self.g_s(y_hat).astype(jnp.float32)
         return x_hat[:, : image_shape[0], : image_shape[1]]
+
+    # -- what the coder needs -------------------------------------------------
+
+    def stage_kernels(self, latent_h: int, latent_w: int) -> StageKernel:
+        """Every stage's context weights at the taps it reads, stacked (S, ...), split once per latent size.
+
+        Padded to the largest tap count with zero weights at taps that are
+        context for no entry, so that one compiled stage program serves every
+        stage: the few extra multiplications cost less than compiling and
+        loading one program per tap count (16 for `mscm4x4-paper`).
+        """
+        kernels = self.context.stage_kernels(latent_h, latent_w)
+        taps = max(k.taps.shape[0] for k in kernels)
+
+        def pad(k: StageKernel) -> StageKernel:
+            extra = taps - k.taps.shape[0]
+            return StageKernel(
+                jnp.pad(k.kernel, ((0, extra), (0, 0), (0, 0))), jnp.pad(k.taps, (0, extra)),
+                jnp.pad(k.context, ((0, 0), (0, extra))),
+            )  # fmt: skip
+
+        return jax.tree.map(lambda *a: jnp.stack(a), *map(pad, kernels))
+
+    def stage_coding_parameters(
+        self, stage: jax.Array, y_hat: jax.Array, hyper: jax.Array, stage_kernel: StageKernel
+    ) -> jax.Array:
+        """Integer coding parameters (2 + 3K, P, B, h, w, M) of stage `stage`'s elements.
+
+        The stage function followed by `coding.quantize_parameters`: what the
+        integer CDFs of the coder are computed from. Needs only the variables
+        of `stage_variables`.
+        """
+        params = self.conditional.split_components_first(self.decode_stage(stage, y_hat, hyper, stage_kernel))
+        round_centre = self.config.rounding == Rounding.Y
+        return quantize_parameters(params.means, params.scales, params.weights, round_centre)
+
+    @staticmethod
+    def stage_variables(variables: Any) -> Any:
+        """The few arrays `stage_coding_parameters` reads: passing these, not all of a
+        cheng2020 model's ~270, saves the per-call argument handling at every stage."""
+        return {"params": {"context": variables["params"]["context"]}}
+
+    def z_coding_reach(self, tail_mass: float) -> jax.Array:
+        return self.entropy_bottleneck.coding_reach(tail_mass)
+
+    def z_coding_pmf(self, half_width: int) -> jax.Array:
+        """(N, 2T + 1) masses of z's symbols `round(z - median) = -T..T`, tails in the end bins."""
+        return self.entropy_bottleneck.coding_pmf(half_width)
 
     # -- the whole model -----------------------------------------------------
 

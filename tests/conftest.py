@@ -17,6 +17,10 @@ if "MSCM_JAX_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["MSCM_JAX_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ["MSCM_JAX_CACHE_DIR"])
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+# Models that commands register (compress, export, import-torch) go to a store of this run, not the user's.
+if "MSCM_JAX_MODELS" not in os.environ:
+    os.environ["MSCM_JAX_MODELS"] = tempfile.mkdtemp(prefix="mscm-jax-test-models-")
+    atexit.register(shutil.rmtree, os.environ["MSCM_JAX_MODELS"], ignore_errors=True)
 
 import pytest
 

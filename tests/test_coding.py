@@ -1,152 +1,122 @@
-"""The pure coding layer: tables, escapes, exact stream round trips."""
+"""The integer coding model: exact CDFs against an independent NumPy int64 implementation."""
 
+import math
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.special import ndtr
 
 from mscm_jax import coding
 
-
-def _models(rng, count, k):
-    means = rng.normal(size=(count, k)) * 2
-    scales = np.exp(rng.normal(size=(count, k)) - 1)
-    weights = rng.dirichlet(np.ones(k), size=count)
-    return coding.ElementModels.from_arrays(means, scales, weights)
+K = 3
 
 
-def _round_trip(offsets, models):
-    encoder = coding.new_encoder()
-    coding.encode_offsets(encoder, offsets, models)
-    data = coding.finish(encoder)
-    decoder = coding.new_decoder(data, "test")
-    decoded = coding.decode_offsets(decoder, models)
-    coding.check_consumed(decoder, "test")
-    return data, decoded
+def _reference_cdf(params: np.ndarray, edge: np.ndarray) -> np.ndarray:
+    """The format's mixture CDF written out with int64 floor divisions instead of shifts."""
+    p = params.astype(np.int64)
+    k = (len(p) - 2) // 3
+    t = 2 ** p[1]
+    bins = 2 * t + 1
+    position = (edge - t) * 1024 - 512
+    mass = np.zeros(np.broadcast_shapes(edge.shape, p[1].shape), np.int64)
+    phi = coding.PHI_TABLE.astype(np.int64)
+    for c in range(k):
+        limit = coding.MAX_DISTANCE_TABLE[p[2 + k + c]].astype(np.int64)
+        distance = np.minimum(np.maximum(position - p[2 + c], -limit), limit)
+        arg = (distance * coding.INV_SCALE_TABLE[p[2 + k + c]]) // 2**14  # 2^-12
+        u = np.clip(arg + 8 * 4096, 0, 16 * 4096)
+        low = phi[u // 64]
+        mass += p[2 + 2 * k + c] * (low + (phi[u // 64 + 1] - low) * (u % 64) // 64)
+    cdf = mass // 2**14
+    quantized = cdf - (cdf * bins + 65535) // 65536 + edge
+    return np.where(edge <= 0, 0, np.where(edge >= bins, 65536, quantized))
 
 
-@pytest.mark.parametrize("k", [1, 3])
-def test_every_value_is_encodable_including_far_outliers(k):
-    rng = np.random.default_rng(k)
-    models = _models(rng, 5000, k)
-    offsets = np.round(rng.normal(size=5000) * models.scales[:, 0] + models.means[:, 0]).astype(np.int64)
-    offsets[[3, 10, 11, 12]] = [1000, -70000, 4096 + 13, 2**23]  # escapes of 10, 17, 13 and 24 bits
-    data, decoded = _round_trip(offsets, models)
-    np.testing.assert_array_equal(decoded, offsets)
-    assert 8 * len(data) < 5000 * 6  # the outliers do not blow up the rate
-
-
-def test_values_beyond_the_escape_range_are_an_error_not_a_clip():
-    models = _models(np.random.default_rng(0), 3, 2)
-    with pytest.raises(coding.CodingError, match="codable range"):
-        _round_trip(np.array([0, 2**25, 0]), models)
-
-
-def test_table_widths_follow_the_parameters():
-    widths = coding.table_half_widths(
-        means=np.array([[0.0, 0.0, 3.0, 0.0, 0.0]]), scales=np.array([[0.11, 2.0, 0.2, 500.0, 1 / 6]])
-    )  # (K = 1, E = 5)
-    np.testing.assert_array_equal(widths, [1, 16, 8, coding.MAX_HALF_WIDTH, 1])
-
-
-def test_coding_parameters_quantize_and_centre():
-    means, scales = np.array([[0.3001, 2.7], [-4.2, 7.0]]), np.array([[0.5, 1.0], [0.2, 0.2]])  # (E, K)
-    weights = np.array([[0.5, 0.5], [1.0, 0.0]])
-    packed = np.asarray(coding.coding_parameters(means.T, scales.T, weights.T, round_centre=True))
-    centre, half_width, rel = packed[0], packed[1], packed[2:4].T
-    np.testing.assert_array_equal(
-        centre, [2.0, -4.0]
-    )  # mixture means 1.5 and -4.2 (weight 2^-14 on 7), rounded
-    np.testing.assert_array_equal(rel * 1024, np.round(rel * 1024))  # on the 2^-10 grid
-    np.testing.assert_allclose(rel[0], [0.3001 - 2, 0.7], atol=2**-11)
-    np.testing.assert_array_equal(half_width, [8, 16])  # reach 0.7 + 6 and 11 + 1.2
-    assert packed[7, 1] == np.float32(2.0**-14 / (1 + 2.0**-14))  # a zero weight keeps the smallest grid step
-
-
-def _reference_pmf(half_width, models):
-    """float64 normal CDFs: what the float32 tables must match."""
-    edges = np.arange(-half_width, half_width) + 0.5
-    z = (edges[None, :, None] - models.means[:, None, :].astype(np.float64)) / models.scales[:, None, :]
-    cdf = np.einsum("erk,ek->er", ndtr(z), models.weights.astype(np.float64))
-    return np.diff(
-        np.concatenate([np.zeros((len(models), 1)), cdf, np.ones((len(models), 1))], axis=1), axis=1
+def _random_params(rng, count: int) -> np.ndarray:
+    means = rng.normal(0, 4, (K, count)).astype(np.float32)
+    scales = np.exp(rng.uniform(np.log(0.05), np.log(400), (K, count))).astype(np.float32)
+    weights = rng.dirichlet(np.ones(K), count).T.astype(np.float32)
+    # Edge cases: tiny and huge scales, weights near 0 and 1, means far from the centre.
+    scales[:, :4] = [0.01, 0.11, 256, 1e4]  # columns 0..3: each scale in every component
+    weights[:, 4:8] = [[1 - 2e-6], [1e-6], [1e-6]]
+    means[:, 8:12] = [[-1e6], [1e6], [0.0]]
+    return np.asarray(
+        coding.quantize_parameters(*map(jnp.asarray, (means, scales, weights)), round_centre=True)
     )
 
 
-@pytest.mark.parametrize("half_width, count", [(1, 700), (8, 700), (16, 3456), (64, 700)])
-def test_mixture_tables_match_float64_and_keep_their_tails(half_width, count):
-    # 700 rows: one padded piece; 3456 at T = 16: two pieces (3072 + 384), the second padded.
-    models = _models(np.random.default_rng(half_width), count, 3)
-    pmf, reference = coding.mixture_pmf(half_width, models), _reference_pmf(half_width, models)
-    assert pmf.dtype == np.float32 and pmf.shape == (count, 2 * half_width + 1)
-    assert pmf.flags.c_contiguous  # constriction reads a strided view's memory as if contiguous
-    np.testing.assert_allclose(pmf, reference, atol=3e-7)
-    tails = (reference > 1e-30) & (reference < 1e-4)  # bins where a difference of CDFs would be all noise
-    assert np.median(np.abs(pmf[tails] / reference[tails] - 1)) < 1e-4
+_cdf_all_edges = jax.jit(lambda p: coding.mixture_cdf(p, jnp.arange(130)[:, None]))
 
 
-def test_mixture_tables_fold_tails_into_the_end_bins():
-    models = coding.ElementModels.from_arrays(
-        np.array([[0.3, 5.0]]), np.array([[0.5, 2.0]]), np.array([[0.5, 0.5]])
-    )
-    pmf = coding.mixture_pmf(2, models)
-    np.testing.assert_allclose(pmf.sum(1), 1.0, rtol=1e-6)
-    assert pmf[0, -1] > 0.3  # the component at 5 sits in the last (folded) bin
+def test_mixture_cdf_equals_the_int64_reference_and_every_bin_has_mass():
+    params = _random_params(np.random.default_rng(0), 2000)
+    cdf = np.asarray(_cdf_all_edges(jnp.asarray(params)))  # (130, E)
+    reference = _reference_cdf(params, np.arange(130)[:, None])
+    np.testing.assert_array_equal(cdf, reference)
+    bins = 2 * (1 << params[1]) + 1
+    inside = np.arange(130)[:, None] <= bins
+    freq = np.diff(cdf, axis=0)
+    assert np.all(freq[inside[1:]] >= 1)  # every bin of every alphabet has mass
+    assert np.all(cdf[bins, np.arange(cdf.shape[1])] == coding.TOTAL) and np.all(cdf[0] == 0)
 
 
-def test_rate_is_close_to_the_ideal_information_content():
+def test_integer_cdf_follows_the_float_mixture():
+    """Away from the 2^-16 resolution, the integer CDF is the Gaussian mixture's."""
     rng = np.random.default_rng(1)
-    models = _models(rng, 20000, 3)
-    component = (rng.random(20000)[:, None] > np.cumsum(models.weights, 1)).sum(1)
-    pick = np.arange(20000), component
-    offsets = np.round(models.means[pick] + models.scales[pick] * rng.normal(size=20000)).astype(np.int64)
-    t = coding.MAX_HALF_WIDTH
-    pmf = coding.mixture_pmf(t, models)
-    ideal = -np.log2(pmf[np.arange(20000), np.clip(offsets, -t, t) + t]).sum()
-    data, _ = _round_trip(offsets, models)
-    assert abs(8 * len(data) - ideal) < 0.005 * ideal + 64
+    means, scales = rng.normal(0, 2, (K, 500)), rng.uniform(0.5, 8, (K, 500))
+    weights = rng.dirichlet(np.ones(K), 500).T
+    params = np.asarray(
+        coding.quantize_parameters(*map(jnp.asarray, (means, scales, weights)), round_centre=True)
+    )
+    cdf = np.asarray(_cdf_all_edges(jnp.asarray(params))) / coding.TOTAL
+    t = 1 << params[1]
+    centre = params[0] / 1024
+    for e in rng.integers(0, params.shape[1], 40):
+        edges = np.arange(1, 2 * t[e] + 1)
+        x = centre[e] + edges - t[e] - 0.5
+        expected = sum(
+            weights[c, e] * 0.5 * np.vectorize(math.erfc)(-(x - means[c, e]) / scales[c, e] / math.sqrt(2))
+            for c in range(K)
+        )
+        np.testing.assert_allclose(cdf[edges, e], expected, atol=2.5e-3)
 
 
-def test_empty_streams_and_wrong_lengths():
-    models = _models(np.random.default_rng(0), 0, 3)
-    data, decoded = _round_trip(np.zeros(0, np.int64), models)
-    assert data == b"" and decoded.size == 0
-    with pytest.raises(coding.CodingError, match="multiple of 4"):
-        coding.new_decoder(b"abc", "stage 1")
+def test_quantized_parameters_respect_their_grid_and_bounds():
+    params = _random_params(np.random.default_rng(2), 500)
+    k = K
+    weights = params[2 + 2 * k :]
+    np.testing.assert_array_equal(weights.sum(0), 2**coding.WEIGHT_BITS)
+    assert weights.min() >= 1
+    assert np.all(params[0] % 1024 == 0)  # round_centre: integer centres
+    assert np.abs(params[2 : 2 + k]).max() <= coding.MAX_RELATIVE_MEAN
+    log_scales = params[2 + k : 2 + 2 * k]
+    assert log_scales.min() >= 0 and log_scales.max() <= coding.LOG_SCALE_MAX - coding.LOG_SCALE_MIN
+    # T covers 6 scales of every component around its mean (up to the cap).
+    t = 1 << params[1]
+    sigma = np.exp((log_scales + coding.LOG_SCALE_MIN) / 1024)
+    reach = (np.abs(params[2 : 2 + k]) / 1024 + 6 * sigma).max(0)
+    assert np.all((t >= np.minimum(reach, 64) - 1e-3) & ((t == 1) | (t / 2 < reach)))
 
 
-def test_a_stream_decoded_with_the_wrong_tables_is_detected():
-    rng = np.random.default_rng(2)
-    models = _models(rng, 3000, 3)
-    offsets = np.round(models.means[:, 0]).astype(np.int64)
-    encoder = coding.new_encoder()
-    coding.encode_offsets(encoder, offsets, models)
-    decoder = coding.new_decoder(coding.finish(encoder), "stage")
-    other = _models(rng, 3000, 3)
-    try:
-        with coding.invalid_data_as_coding_error("stage"):
-            decoded = coding.decode_offsets(decoder, other)
-    except coding.CodingError:
-        return  # constriction itself found the words invalid under these tables: detected
-    consumed = decoder.maybe_exhausted()
-    assert not consumed or coding.symbol_crc(decoded) != coding.symbol_crc(offsets)
+@pytest.mark.parametrize("round_centre", [True, False])
+def test_the_centre_is_the_mixture_mean(round_centre):
+    means = jnp.asarray([[1.3], [2.9], [-4.0]])
+    weights = jnp.asarray([[0.5], [0.25], [0.25]])
+    params = np.asarray(coding.quantize_parameters(means, jnp.ones((3, 1)), weights, round_centre))
+    mean = 0.5 * 1.3 + 0.25 * 2.9 - 0.25 * 4.0
+    assert params[0, 0] / 1024 == (round(mean) if round_centre else pytest.approx(mean, abs=1e-3))
 
 
-def test_channel_tables_round_trip():
-    tables = coding.ChannelTables(4, np.full((5, 9), 1 / 9, np.float32))  # uniform over 9 bins
-    offsets = np.random.default_rng(3).integers(-30, 30, size=(7, 5))
-    encoder = coding.new_encoder()
-    tables.encode(encoder, offsets)
-    decoder = coding.new_decoder(coding.finish(encoder), "z")
-    np.testing.assert_array_equal(tables.decode(decoder, 7), offsets)
-    coding.check_consumed(decoder, "z")
+def test_z_tables_quantize_any_pmf_with_mass_in_every_bin():
+    pmf = np.asarray([[1.0, 0, 0, 0, 0], [0.2] * 5, [1e-12, 0.5, 0.5, 1e-12, 0.0]])
+    cdf = coding.quantize_pmf(pmf)
+    assert cdf.shape == (3, 6) and cdf.dtype == np.int32
+    assert np.all(np.diff(cdf, axis=1) >= 1) and np.all(cdf[:, -1] == coding.TOTAL)
+    np.testing.assert_allclose(np.diff(cdf[1]) / coding.TOTAL, 0.2, atol=1e-4)
 
 
-@pytest.mark.parametrize("half_width", [1, 4, 64])
-@pytest.mark.parametrize("count", [1, 255, 700, 3456, 18432, 147456, 40000])
-def test_table_pieces_cover_the_elements_in_few_padded_sizes(count, half_width):
-    pieces = coding._table_pieces(count, half_width)
-    assert [p[0] for p in pieces] == [0] + [p[1] for p in pieces[:-1]] and pieces[-1][1] == count
-    budget = coding.PIECE_CALL_BINS // (2 * half_width + 1)
-    for start, stop, size in pieces:
-        assert size in coding.PIECE_SIZES and stop - start <= size
-        assert size == 256 or size - (stop - start) <= max(budget, (count - start) // 8)
+def test_the_fixed_point_tables_are_the_formats():
+    assert coding.tables_digest() == coding.TABLES_SHA256
+    assert coding.PHI_TABLE[0] == 0 and coding.PHI_TABLE[512] == 32768 and coding.PHI_TABLE[-2] == 65536
+    assert np.all(np.diff(coding.PHI_TABLE) >= 0)
