@@ -4,7 +4,7 @@ Lin, Sun, Liu, Katto, "Multistage Spatial Context Models for Learned Image
 Compression", ICASSP 2023, arXiv:2302.09263, in JAX/Flax.
 """
 
-from mscm_jax.context import MultistageContext, stage_context, stage_network_inputs
+from mscm_jax.context import MultistageContext, StageKernel, stage_context, stage_network_inputs
 from mscm_jax.entropy_models import (
     DeepFactorized,
     GaussianMixtureConditional,
@@ -14,7 +14,7 @@ from mscm_jax.models import CompressionModel, ForwardResult, Mode, ModelConfig, 
 from mscm_jax.ops import QuantizationMode, quantize
 from mscm_jax.schedules import Schedule, ScheduleError, StagePlan, builtin_schedules, get_schedule
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Codec",
@@ -29,6 +29,7 @@ __all__ = [
     "Rounding",
     "Schedule",
     "ScheduleError",
+    "StageKernel",
     "StagePlan",
     "builtin_schedules",
     "gaussian_conditional",

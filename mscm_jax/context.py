@@ -42,16 +42,43 @@ def cached_stage_plan(schedule: Schedule, latent_h: int, latent_w: int) -> Stage
 
 
 class StageKernel(NamedTuple):
-    """One stage's context weights at the window taps it reads.
+    """One stage's context weights at the window taps it reads: the one kernel form.
 
     kernel: (t, M, D) the weights of those taps; taps: (t,) their indices in
     the row-major k x k window; context: (P, t) whether tap i is context for
     entry p (taps another entry of the stage needs are not).
+
+    A decoder builds the smallest ones once (`MultistageContext.stage_kernels`:
+    only the taps of `stage_taps`); training and tests take the whole window
+    (`of_window`, `of_stage`), which gives the same result with more work.
     """
 
     kernel: jax.Array
     taps: jax.Array
     context: jax.Array
+
+    @classmethod
+    def of_window(cls, plan: StagePlan, kernel: jax.Array, stage: jax.Array) -> StageKernel:
+        """The whole k x k window's weights (k, k, M, D), masked by stage `stage`'s `plan.tap_mask`.
+
+        `stage` may be traced (as under `jax.vmap` over the stages).
+        """
+        window = plan.tap_mask.shape[-1]
+        return cls(
+            kernel.reshape(window, *kernel.shape[2:]), jnp.arange(window), jnp.asarray(plan.tap_mask)[stage]
+        )
+
+    @classmethod
+    def of_stage(cls, plan: StagePlan, kernels: jax.Array, stage: jax.Array) -> StageKernel:
+        """Stage `stage`'s set (`plan.weight_index`) of all the sets (num_sets, k, k, M, D), as `of_window`.
+
+        No sets (`hyperprior`) give a kernel of no taps.
+        """
+        if kernels.shape[0] == 0:
+            m, d = kernels.shape[-2:]
+            no_taps = jnp.zeros((plan.max_positions, 0), bool)
+            return cls(jnp.zeros((0, m, d), kernels.dtype), jnp.zeros((0,), jnp.int32), no_taps)
+        return cls.of_window(plan, kernels[jnp.asarray(plan.weight_index)[stage]], stage)
 
 
 def stage_taps(plan: StagePlan, stage: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +188,7 @@ def scatter_all_stages(plan: StagePlan, per_stage: jax.Array) -> jax.Array:
 
 def stage_context(
     plan: StagePlan,
-    kernel: jax.Array | StageKernel,
+    kernel: StageKernel,
     stage: jax.Array,
     y_hat: jax.Array,
     bias: jax.Array | None = None,
@@ -171,11 +198,8 @@ def stage_context(
     Args:
       plan: static tables of the schedule on this latent size.
       kernel: the stage's context weights (cross-correlation, as PyTorch's
-        `conv2d`): either the whole window (k, k, M, D), masked by
-        `plan.tap_mask`, or a `StageKernel` of the taps the stage reads
-        (`stage_taps`; same result, about half the work). The caller picks
-        the stage's set (`plan.weight_index`), so a decoder can split the
-        sets once up front.
+        `conv2d`) at the taps it reads. The caller picks the stage's set
+        (`StageKernel.of_stage`), so a decoder can split the sets once up front.
       stage: scalar int, may be traced.
       y_hat: (B, H, W, M) latent; elements of stage >= `stage` may hold
         anything (they are masked out, not multiplied by zero, so even NaN
@@ -183,12 +207,11 @@ def stage_context(
       bias: optional (D,) added where the stage has context (CompressAI's
         serial `MaskedConv2d` has one; the MSCM authors' convolutions do not).
     """
-    window = plan.tap_mask.shape[-1]
-    k = math.isqrt(window)
     if not isinstance(kernel, StageKernel):
-        kernel = StageKernel(
-            kernel.reshape(window, *kernel.shape[2:]), jnp.arange(window), jnp.asarray(plan.tap_mask)[stage]
-        )
+        # A whole window (k, k, M, D): tests/test_torch_import.py's call, until it passes
+        # `StageKernel.of_window(plan, kernel, stage)` itself.
+        kernel = StageKernel.of_window(plan, kernel, stage)
+    k = math.isqrt(plan.tap_mask.shape[-1])
     taps, d = kernel.kernel.shape[0], kernel.kernel.shape[-1]
     b, m = y_hat.shape[0], y_hat.shape[-1]
     (h, w), p_max = plan.grid, plan.max_positions
@@ -219,30 +242,27 @@ def stage_context(
 
 def stage_network_inputs(
     plan: StagePlan,
-    kernels: jax.Array | StageKernel,
+    kernel: StageKernel,
     stage: jax.Array,
     y_hat: jax.Array,
     hyper: jax.Array,
-    biases: jax.Array | None = None,
+    bias: jax.Array | None = None,
 ) -> jax.Array:
     """Input of the entropy-parameter network at stage `stage`: (P, B, h, w, 4M).
 
     The hyperprior features (2M) of the stage's elements followed by their
     context (2M; zeros at stage 0), the order of Minnen 2018 and the MSCM code.
-    `kernels` is either all weight sets (num_sets, k, k, M, D), from which the
-    stage's is picked, or the stage's own set (k, k, M, D) or `StageKernel`;
-    `biases`, if any, likewise (num_sets, D) or (D,).
+    `kernel` and `bias` are the stage's, as `stage_context` takes them.
     """
-    bias = None
-    if biases is not None and biases.size:
-        bias = biases if biases.ndim == 1 else biases[jnp.asarray(plan.weight_index)[stage]]
-    if not isinstance(kernels, StageKernel) and kernels.ndim == 5:
-        if kernels.shape[0] == 0:  # `hyperprior`: no context weights at all.
-            kernels = jnp.zeros(kernels.shape[1:], kernels.dtype)
-        else:
-            kernels = kernels[jnp.asarray(plan.weight_index)[stage]]
-    context = stage_context(plan, kernels, stage, y_hat, bias)
+    context = stage_context(plan, kernel, stage, y_hat, bias)
     return jnp.concatenate([read_stage(plan, hyper, stage), context.astype(hyper.dtype)], axis=-1)
+
+
+def _stage_bias(plan: StagePlan, biases: jax.Array | None, stage: jax.Array) -> jax.Array | None:
+    """Stage `stage`'s context bias (D,) of the per-set biases (num_sets, D); None if there are none."""
+    if biases is None or not biases.size:
+        return None
+    return biases[jnp.asarray(plan.weight_index)[stage]]
 
 
 class EntropyParameters(nn.Module):
@@ -327,12 +347,10 @@ class MultistageContext(nn.Module):
         the stage's context taps.
         """
         plan = self.plan(*y_hat.shape[1:3])
-        kernels, biases = self.context_kernel, self.context_bias
-        if stage_kernel is not None:
-            kernels = stage_kernel
-            if biases is not None and biases.size:
-                biases = biases[jnp.asarray(plan.weight_index)[stage]]
-        inputs = stage_network_inputs(plan, kernels, stage, y_hat, hyper, biases)
+        if stage_kernel is None:
+            stage_kernel = StageKernel.of_stage(plan, self.context_kernel, stage)
+        bias = _stage_bias(plan, self.context_bias, stage)
+        inputs = stage_network_inputs(plan, stage_kernel, stage, y_hat, hyper, bias)
         return self.parameter_network(inputs)
 
     def stage_kernels(self, latent_h: int, latent_w: int) -> list[StageKernel]:
@@ -366,10 +384,13 @@ class MultistageContext(nn.Module):
         if self.schedule.is_serial:
             inputs = jnp.concatenate([hyper, self._serial_context(y_hat).astype(hyper.dtype)], -1)
             return self.parameter_network(inputs)
-        stages = jnp.arange(plan.num_stages)
-        inputs = jax.vmap(stage_network_inputs, in_axes=(None, None, 0, None, None, None))(
-            plan, self.context_kernel, stages, y_hat, hyper, self.context_bias
-        )
+        kernels, biases = self.context_kernel, self.context_bias
+
+        def stage_inputs(stage):
+            kernel = StageKernel.of_stage(plan, kernels, stage)
+            return stage_network_inputs(plan, kernel, stage, y_hat, hyper, _stage_bias(plan, biases, stage))
+
+        inputs = jax.vmap(stage_inputs)(jnp.arange(plan.num_stages))
         return scatter_all_stages(plan, self.parameter_network(inputs))
 
     def _serial_context(self, y_hat: jax.Array) -> jax.Array:
