@@ -14,6 +14,13 @@ tensorflow-datasets (prepare it first, or set --config.data.source=folder:PATH).
 from mscm_jax.configs import QUALITY_LAMBDAS, ConfigError, base_config
 from mscm_jax.schedules import BUILTIN_PATTERNS
 
+# Each family's published settings at quality q: the authors' and CompressAI's models.
+FAMILY_SETTINGS = {
+    "cheng2020-attn": lambda q: dict(N=128 if q <= 3 else 192, M=128 if q <= 3 else 192, num_mixtures=3,
+                                     rounding="y"),
+    "mbt2018": lambda q: dict(N=192, M=192 if q <= 4 else 320, num_mixtures=1, rounding="y_minus_mean"),
+}  # fmt: skip
+
 
 def get_config(arg: str = "mscm4x4-paper,q3"):
     parts = [p.strip() for p in arg.split(",") if p.strip()]
@@ -25,17 +32,11 @@ def get_config(arg: str = "mscm4x4-paper,q3"):
     if quality not in QUALITY_LAMBDAS:
         raise ConfigError(f"quality must be q1..q6, got q{quality}")
     family = parts[2] if len(parts) == 3 else "cheng2020-attn"
-    if family not in ("cheng2020-attn", "mbt2018"):
-        raise ConfigError(f"transform must be cheng2020-attn or mbt2018, got {family!r}")
+    if family not in FAMILY_SETTINGS:
+        raise ConfigError(f"transform must be one of {', '.join(FAMILY_SETTINGS)}, got {family!r}")
 
     config = base_config()
-    if family == "cheng2020-attn":
-        n = 128 if quality <= 3 else 192
-        config.model.update(transform=family, N=n, M=n, num_mixtures=3, rounding="y")
-    else:
-        config.model.update(transform=family, N=192, M=192 if quality <= 4 else 320, num_mixtures=1,
-                            rounding="y_minus_mean")  # fmt: skip
-    config.model.schedule = schedule
+    config.model.update(transform=family, schedule=schedule, **FAMILY_SETTINGS[family](quality))
     config.data.update(source="tfds:clic", crop=256, eval_crop=0, max_eval_images=30, workers=8)
     config.train.update(
         batch_size=16,
