@@ -39,10 +39,11 @@ def main() -> None:
 
     import jax
 
-    from mscm_jax.bench import _image_of_size, _spread_latents, _spread_scales
+    from mscm_jax.bench import _image_of_size, _spread_scales
     from mscm_jax.codec import Codec
     from mscm_jax.data import load_sample
     from mscm_jax.models import ModelConfig, init_model
+    from mscm_jax.transforms import spread_latents
 
     if args.model == "cheng2020-192":
         config = ModelConfig(
@@ -50,7 +51,7 @@ def main() -> None:
         )
         _, params = init_model(config, jax.random.PRNGKey(0))
         codec = Codec(
-            config, _spread_scales(_spread_latents(params, config.transform, 40.0), 192, 3, 0.2, 8.0)
+            config, _spread_scales(spread_latents(params, config.transform, 40.0), 192, 3, 0.2, 8.0)
         )
     else:
         codec = Codec.load(args.model)

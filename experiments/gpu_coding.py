@@ -27,10 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from mscm_jax import coding
-from mscm_jax.bench import _image_of_size, _spread_latents, _spread_scales
+from mscm_jax.bench import _image_of_size, _spread_scales
 from mscm_jax.codec import Codec
 from mscm_jax.data import load_sample
 from mscm_jax.models import ModelConfig, init_model
+from mscm_jax.transforms import spread_latents
 
 
 def _codec(schedule: str, channels: int, lanes: int | None = None, device=None) -> Codec:
@@ -39,7 +40,7 @@ def _codec(schedule: str, channels: int, lanes: int | None = None, device=None) 
     )
     with jax.default_device(device or jax.devices()[0]):
         _, params = init_model(config, jax.random.PRNGKey(0))
-        params = _spread_scales(_spread_latents(params, config.transform, 40.0), channels, 3, 0.2, 8.0)
+        params = _spread_scales(spread_latents(params, config.transform, 40.0), channels, 3, 0.2, 8.0)
         return Codec(config, params, lanes=lanes)
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from mscm_jax.context import MultistageContext
 from mscm_jax.entropy_models import GaussianMixtureConditional
 from mscm_jax.schedules import get_schedule
-from mscm_jax.transforms import LATENT_STRIDE
+from mscm_jax.transforms import TRANSFORMS, spread_latents
 
 
 def _flops(compiled) -> float:
@@ -45,7 +45,8 @@ def _flops(compiled) -> float:
 def bench_stages(
     schedules: list[str], height: int, width: int, channels: int, mixtures: int, repeats: int
 ) -> list[dict]:
-    latent = (-(-height // LATENT_STRIDE), -(-width // LATENT_STRIDE))
+    stride = TRANSFORMS["cheng2020-attn"].latent_stride  # the context model alone: a family's geometry
+    latent = (-(-height // stride), -(-width // stride))
     out_channels = GaussianMixtureConditional(mixtures).num_parameter_channels(channels)
     rng = np.random.default_rng(0)
     y_hat = jnp.asarray(np.round(rng.normal(0, 3, (1, *latent, channels))), jnp.float32)
@@ -132,14 +133,6 @@ def bench_train_step(transform: str, schedule: str, channels: int, batch: int, c
     }
 
 
-def _spread_latents(params, transform: str, factor: float):
-    """Random weights give latents near 0; scale g_a's last layer so symbols span several values."""
-    last = "conv3" if transform == "mbt2018" else "down3"
-    layer = params["params"]["g_a"][last]
-    params["params"]["g_a"][last] = jax.tree.map(lambda w: w * factor, layer)
-    return params
-
-
 def _spread_scales(params, channels: int, mixtures: int, low: float, high: float):
     """Sets the parameter network's scale biases to `low`..`high` (geometric) across channels.
 
@@ -192,7 +185,7 @@ def bench_coding(args: argparse.Namespace) -> dict:
         config = ModelConfig(transform=args.transform, N=args.channels, M=args.channels,
                              num_mixtures=args.mixtures, schedule=name)  # fmt: skip
         _, params = init_model(config, jax.random.PRNGKey(0))
-        params = _spread_latents(params, args.transform, args.latent_scale)
+        params = spread_latents(params, args.transform, args.latent_scale)
         if args.scale_spread:
             params = _spread_scales(params, args.channels, args.mixtures, *args.scale_spread)
         codecs[name] = Codec(config, params)

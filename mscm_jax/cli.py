@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mscm_jax.schedules import BUILTIN_PATTERNS, ScheduleError, get_schedule
+from mscm_jax.transforms import TRANSFORMS
 
 
 class UsageError(Exception):
@@ -450,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--schedules", nargs="+", default=["hyperprior", "checkerboard", "mscm2x2", "mscm4x4-paper"]
     )
-    p.add_argument("--transform", default="mbt2018", choices=["mbt2018", "cheng2020-attn"])
+    p.add_argument("--transform", default="mbt2018", choices=list(TRANSFORMS))
     p.add_argument("--channels", type=int, default=32, help="N = M")
     p.add_argument("--mixtures", type=int, default=3, help="K")
     p.add_argument("--seed", type=int, default=0)

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import os
+import pathlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,8 +35,9 @@ from etils import epath
 
 from mscm_jax import bitstream, coding, rans
 from mscm_jax.context import cached_stage_plan, read_stage, write_stage
-from mscm_jax.models import CompressionModel, Mode, ModelConfig
+from mscm_jax.models import CompressionModel, Mode, ModelConfig, model_fingerprint
 from mscm_jax.schedules import StagePlan
+from mscm_jax.transforms import get_transform_family
 
 MODEL_FILE_SUFFIX = ".mscm-model"
 DEFAULT_MAX_PIXELS = 40_000_000  # decoding refuses larger claims (a 4000x3000 photo is 12 M)
@@ -104,6 +108,7 @@ class CompressResult:
     z_bits: float
     stage_bits: tuple[float, ...]
     escapes: int
+    escape_bits: float
     timings: Timings
     y_hat: np.ndarray
     notices: tuple[str, ...] = ()
@@ -148,18 +153,30 @@ class DecompressResult:
 # --------------------------------------------------------------------------
 
 
+def _source_digest() -> str:
+    """sha256 of the package's source: exported programs of other code are never reused."""
+    digest = hashlib.sha256(jax.__version__.encode())
+    for path in sorted(pathlib.Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 class _Compiled:
-    """jit functions compiled ahead of time per input shape; compile and run seconds counted apart.
+    """Programs compiled ahead of time per input shape; compile and run seconds counted apart.
+
+    Each function is traced once into a `jax.export` artifact and compiled from
+    it. With the on-disk compilation cache on (`enable_compilation_cache`) the
+    artifacts are kept beside it, so a new process skips Python tracing (most
+    of a cold start) as well as compilation; the encoder and the decoder then
+    run programs built the same way from the same artifact.
 
     Each call waits for its result, so that a phase's time is its own (JAX
     dispatches asynchronously) and `run_seconds` is the time inside compiled code.
     """
 
-    def __init__(self, functions: dict[str, Callable], donate: dict[str, tuple[int, ...]] | None = None):
-        donate = donate or {}
-        self._jitted = {
-            name: jax.jit(f, donate_argnums=donate.get(name, ())) for name, f in functions.items()
-        }
+    def __init__(self, functions: dict[str, Callable], donate: dict[str, tuple[int, ...]] | None = None,
+                 identity: str = ""):  # fmt: skip
+        self._functions, self._donate, self._identity = functions, donate or {}, identity
         self._cache: dict[tuple, Any] = {}
         self.compile_seconds = self.run_seconds = 0.0
 
@@ -168,12 +185,53 @@ class _Compiled:
         compiled = self._cache.get(key)
         if compiled is None:
             start = time.perf_counter()
-            compiled = self._cache[key] = self._jitted[name].lower(*args).compile()
+            compiled = self._cache[key] = self._compile(name, key, args)
             self.compile_seconds += time.perf_counter() - start
         start = time.perf_counter()
         out = jax.block_until_ready(compiled(*args))
         self.run_seconds += time.perf_counter() - start
         return out
+
+    def _compile(self, name: str, key: tuple, args: tuple):
+        exported, path = None, self._artifact_path(key, args)
+        if path is not None and path.exists():
+            try:
+                exported = jax.export.deserialize(bytearray(path.read_bytes()))
+            except Exception:  # a damaged or foreign artifact: trace again
+                exported = None
+        if exported is None:
+            exported = jax.export.export(jax.jit(self._functions[name]))(*args)
+            if path is not None:
+                _write_atomically(path, exported.serialize())
+        call = jax.jit(exported.call, donate_argnums=self._donate.get(name, ()))
+        return call.lower(*args).compile()
+
+    def _artifact_path(self, key: tuple, args: tuple) -> pathlib.Path | None:
+        what = f"{self._identity}|{jax.default_backend()}|{key}|{jax.tree.structure(args)}"
+        return artifact_path(key[0], what, ".bin")
+
+
+def artifact_path(kind: str, what: str, suffix: str) -> pathlib.Path | None:
+    """Where a derived artifact of `what` (a program, a shape table) is kept on disk.
+
+    Beside the compilation cache (`enable_compilation_cache`), keyed by `what`
+    and this package's source; None when no cache directory is set.
+    """
+    directory = jax.config.jax_compilation_cache_dir
+    if not directory:
+        return None
+    digest = hashlib.sha256(f"{_SOURCE_DIGEST}|{what}".encode()).hexdigest()[:32]
+    return pathlib.Path(directory) / "exported" / f"{kind}-{digest}{suffix}"
+
+
+def _write_atomically(path: pathlib.Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+_SOURCE_DIGEST = _source_digest()
 
 
 class _Stopwatch:
@@ -201,22 +259,8 @@ class _Stopwatch:
 
 
 # --------------------------------------------------------------------------
-# Model identity and z tables.
+# z tables.
 # --------------------------------------------------------------------------
-
-
-def model_fingerprint(config: ModelConfig, params: Any) -> str:
-    """sha256 (hex) of the config and every parameter's path, dtype, shape and bytes."""
-    import hashlib
-    import json
-
-    digest = hashlib.sha256(b"mscm-jax model v1\0")
-    digest.update(json.dumps(config.to_dict(), sort_keys=True).encode())
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        array = np.ascontiguousarray(np.asarray(leaf))
-        digest.update(f"{jax.tree_util.keystr(path)}|{array.dtype.str}|{array.shape}\0".encode())
-        digest.update(array.astype(array.dtype.newbyteorder("<")).tobytes())
-    return digest.hexdigest()
 
 
 def z_cdf_tables(model: CompressionModel, params: Any) -> np.ndarray:
@@ -268,14 +312,16 @@ class Codec:
         self.params = jax.tree.map(jnp.asarray, params)
         self.model = CompressionModel(config)
         self.schedule = config.schedule_obj
+        self.family = get_transform_family(config.transform)
         self.fingerprint = model_fingerprint(config, self.params)
         self.z_cdf = np.asarray(
             z_cdf if z_cdf is not None else z_cdf_tables(self.model, self.params), np.int32
         )
         self._z_cdf = jnp.asarray(self.z_cdf)
-        self._median = jax.jit(lambda p: self.model.apply(p, method=CompressionModel.z_median))(self.params)
         self._stage_variables = CompressionModel.stage_variables(self.params)
-        self._compiled = _Compiled(self._functions(), donate={"encode_y": (0,), "encode_z": (0,)})
+        identity = json.dumps(config.to_dict(), sort_keys=True)  # programs depend on it, not on the weights
+        self._compiled = _Compiled(self._functions(), {"encode_y": (0,), "encode_z": (0,)}, identity)
+        self._median = self._compiled("z_median", self.params)
         self._layouts: dict[tuple[int, int], _Layout] = {}
         self._zeros: dict[tuple, jax.Array] = {}
 
@@ -307,7 +353,7 @@ class Codec:
     # -- compiled pieces ------------------------------------------------------
 
     def _functions(self) -> dict[str, Callable]:
-        model = self.model
+        model, stride = self.model, self.family.latent_stride
 
         def analysis(params, x, median):
             y = model.apply(params, x, method=CompressionModel.analysis)
@@ -380,7 +426,12 @@ class Codec:
             flat = z_symbols.reshape(-1)
             return _ideal_bits(flat, _z_models(z_symbols.shape), *_z_coder(z_cdf), jnp.ones(flat.shape, bool))
 
+        def stage_kernels(params, latent):  # `latent`: only its shape counts
+            return model.apply(params, *latent.shape, method=CompressionModel.stage_kernels)
+
         return {
+            "z_median": lambda p: model.apply(p, method=CompressionModel.z_median),
+            "stage_kernels": stage_kernels,
             "analysis": analysis,
             "z_step": z_step,
             "stage_step": stage_step,
@@ -390,14 +441,15 @@ class Codec:
             "stage_bits": stage_bits,
             "z_bits": z_bits,
             "synthesis": lambda p, y: model.apply(
-                p, y, (16 * y.shape[1], 16 * y.shape[2]), method=CompressionModel.synthesis
+                p, y, (stride * y.shape[1], stride * y.shape[2]), method=CompressionModel.synthesis
             ),
         }
 
     def _layout(self, latent_shape: tuple[int, int]) -> _Layout:
         if latent_shape not in self._layouts:
             plan = cached_stage_plan(self.schedule, *latent_shape)
-            kernels = self.model.apply(self.params, *latent_shape, method=CompressionModel.stage_kernels)
+            # One compiled call, not dozens of operations dispatched (and compiled) one by one.
+            kernels = self._compiled("stage_kernels", self.params, np.zeros(latent_shape, np.int8))
             m = self.config.M
             elements = []
             for s in range(plan.num_stages):  # (P, h, w) entries -> (P, 1, h, w, M) elements
@@ -407,7 +459,8 @@ class Codec:
             stacked = np.full((len(elements), counts.max()), np.iinfo(np.int32).max, np.int32)  # out of range
             for s, e in enumerate(elements):
                 stacked[s, : len(e)] = e
-            z_shape = (latent_shape[0] // 4, latent_shape[1] // 4, self.config.N)
+            ratio = self.family.hyper_stride // self.family.latent_stride
+            z_shape = (latent_shape[0] // ratio, latent_shape[1] // ratio, self.config.N)
             num_symbols = latent_shape[0] * latent_shape[1] * m + int(np.prod(z_shape))
             self._layouts[latent_shape] = _Layout(
                 plan, kernels, jnp.asarray(stacked), jnp.asarray(counts), counts, z_shape, num_symbols
@@ -415,10 +468,14 @@ class Codec:
         return self._layouts[latent_shape]
 
     def _zeros_like(self, shape: tuple[int, ...], dtype) -> jax.Array:
-        """Placeholder inputs (the branch not taken), allocated once per shape."""
+        """Zeros on the device, allocated once per shape: placeholders and initial values.
+
+        Made on the host and transferred: `jnp.zeros` would be a program of its
+        own to compile in every new process.
+        """
         key = (shape, np.dtype(dtype).str)
         if key not in self._zeros:
-            self._zeros[key] = jnp.zeros(shape, dtype)
+            self._zeros[key] = jax.device_put(np.zeros(shape, dtype))
         return self._zeros[key]
 
     def _capacity(self, layout: _Layout, lanes: int) -> int:
@@ -443,7 +500,7 @@ class Codec:
         """Analysis, z and every stage's integer parameters and symbols, on the device, in decoding order."""
         run = self._compiled
         height, width = image.shape[:2]
-        latent_shape, _ = _latent_shapes(height, width)
+        latent_shape, _ = self.family.latent_shapes(height, width)
         layout = self._layout(latent_shape)
         lanes = self.lanes or rans.choose_lanes(layout.num_symbols)
         capacity = self._capacity(layout, lanes)
@@ -455,7 +512,7 @@ class Codec:
         with watch.phase("hyper"):
             hyper, _, checksum = run("z_step", self.params, self._z_cdf, self._median, z_symbols, no_words,
                                      lane_shape, False)  # fmt: skip
-        y_hat, stages = jnp.zeros_like(y), []
+        y_hat, stages = self._zeros_like(y.shape, y.dtype), []
         for stage in range(layout.plan.num_stages):  # parameters and symbols, in decoding order
             with watch.phase("stage"):
                 y_hat, params, symbols, _, checksum = run(
@@ -475,7 +532,12 @@ class Codec:
             )
         watch, run = _Stopwatch(self._compiled), self._compiled
         lanes, capacity, y_hat, z_symbols, checksum, stages = self._encoder_models(image, watch)
-        state = rans.new_encoder(lanes, capacity - 2 * lanes)
+        initial = (
+            np.full(lanes, rans.STATE_LOW, np.uint32),
+            np.zeros(capacity, np.uint32),
+            np.int32(capacity),
+        )
+        state = rans.EncoderState(*jax.device_put((*initial, np.int32(0))))  # rans.new_encoder, on the host
         for params, symbols, count in reversed(stages):  # rANS: the last stage first
             with watch.phase("encode"):
                 state = run("encode_y", state, symbols, params, count)
@@ -491,7 +553,9 @@ class Codec:
         header = self._header(height, width, lanes, int(checksum))
         data = bitstream.pack(header, payload)
         rates = [run("stage_bits", *stage) for stage in stages]
-        stage_bits, escapes = [float(bits) for bits, _ in rates], sum(int(count) for _, count in rates)
+        stage_bits = [float(bits) for bits, _, _ in rates]
+        escapes = sum(int(count) for _, count, _ in rates)
+        escape_bits = sum(float(bits) for _, _, bits in rates)
         timings = watch.timings()  # a stage's time: its parameters and its coding
         coded = reversed(watch.seconds.get("encode", []))
         timings = dataclasses.replace(
@@ -500,7 +564,8 @@ class Codec:
         return CompressResult(
             data=data, height=height, width=width, lanes=lanes,
             z_bits=float(run("z_bits", z_symbols, self._z_cdf)[0]), stage_bits=tuple(stage_bits),
-            escapes=escapes, timings=timings, y_hat=np.asarray(y_hat[0]), notices=notices,
+            escapes=escapes, escape_bits=escape_bits, timings=timings, y_hat=np.asarray(y_hat[0]),
+            notices=notices,
         )  # fmt: skip
 
     def decompress(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecompressResult:
@@ -508,7 +573,7 @@ class Codec:
         header, payload = bitstream.unpack(bytes(data), max_pixels)
         self._check_header(header)
         watch, run = _Stopwatch(self._compiled), self._compiled
-        latent_shape, _ = _latent_shapes(header.height, header.width)
+        latent_shape, _ = self.family.latent_shapes(header.height, header.width)
         layout = self._layout(latent_shape)
         capacity = self._capacity(layout, header.lanes)
         words = rans.bytes_to_words(payload)
@@ -530,7 +595,7 @@ class Codec:
                     "stage_step", self._stage_variables, np.int32(stage), y_hat, hyper, layout.kernels,
                     layout.elements, layout.counts, no_y, words_on_device, state, checksum, True,
                 )  # fmt: skip
-        finished = bool(jnp.all(state.x == rans.STATE_LOW)) and int(state.position) == len(words)
+        finished = bool(np.all(np.asarray(state.x) == rans.STATE_LOW)) and int(state.position) == len(words)
         if not finished or int(checksum) != header.symbol_checksum:
             raise coding.CodingError(
                 "invalid compressed data: the stream does not decode to what was encoded "
@@ -584,7 +649,8 @@ def _z_coder(z_cdf: jax.Array):
 
 
 def _ideal_bits(symbols, models, cdf_fn, half_width_fn, valid):
-    """(bits, escapes): -log2 of the symbols' integer probabilities, plus the escapes' uniform parts."""
+    """(bits, escapes, escape bits): -log2 of the symbols' integer probabilities plus the escapes' uniform
+    parts (`escape bits`)."""
     t = half_width_fn(models)
     bins = jnp.clip(symbols, -t, t) + t
     freq = cdf_fn(models, bins + 1) - cdf_fn(models, bins)
@@ -593,17 +659,12 @@ def _ideal_bits(symbols, models, cdf_fn, half_width_fn, valid):
     excess = jnp.where(escape, jnp.abs(symbols) - t, 0)
     payload = 31 - jax.lax.clz(jnp.clip(excess, 0, rans.MAX_EXCESS) + 1)
     escape_bits = jnp.sum(jnp.where(escape, rans.LENGTH_BITS + payload, 0))
-    return bits + escape_bits.astype(jnp.float32), jnp.sum(escape)
+    escape_bits = escape_bits.astype(jnp.float32)
+    return bits + escape_bits, jnp.sum(escape), escape_bits
 
 
 def _idle_decoder(lanes: int) -> rans.DecoderState:
-    return rans.DecoderState(jnp.full((lanes,), rans.STATE_LOW, jnp.uint32), jnp.int32(0))
-
-
-def _latent_shapes(height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """y (h, w) and z (h, w) of an image: the analysis pads the image to a multiple of 64."""
-    zh, zw = -(-height // 64), -(-width // 64)
-    return (4 * zh, 4 * zw), (zh, zw)
+    return rans.DecoderState(*jax.device_put((np.full(lanes, rans.STATE_LOW, np.uint32), np.int32(0))))
 
 
 def _as_rgb_uint8(image: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:

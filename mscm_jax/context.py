@@ -81,6 +81,9 @@ class StageKernel(NamedTuple):
         return cls.of_window(plan, kernels[jnp.asarray(plan.weight_index)[stage]], stage)
 
 
+jax.export.register_namedtuple_serialization(StageKernel, serialized_name="mscm_jax.context.StageKernel")
+
+
 def stage_taps(plan: StagePlan, stage: int) -> tuple[np.ndarray, np.ndarray]:
     """The window taps stage `stage` reads: indices (t,) and their (P, t) context mask.
 

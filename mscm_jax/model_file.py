@@ -6,7 +6,7 @@ with dtype and shape; no pickle, so reading a file cannot run code):
 
     config        JSON of the ModelConfig (transform, N, M, K, schedule, rounding, ...)
     schedule      the stage pattern as JSON (null for serial), for readers of the file
-    fingerprint   sha256 hex of config + parameters (`codec.model_fingerprint`)
+    fingerprint   sha256 hex of config + parameters (`models.model_fingerprint`)
     params        the parameter tree (float32 arrays)
     z_cdf         (N, 2T+2) int32: z's integer CDF tables (`coding.quantize_pmf`), so
                   that every decoder codes z with the very tables of the encoder
@@ -63,14 +63,35 @@ def write_model_file(codec, path: str | os.PathLike) -> int:
     return len(data)
 
 
-def _expected_shapes(config: ModelConfig) -> Any:
-    shapes = jax.eval_shape(lambda key: init_model(config, key)[1], jax.random.PRNGKey(0))
-    return jax.tree.map(lambda s: tuple(s.shape), shapes)
+def _shape_table(params: Any) -> dict[str, list[int]]:
+    return {jax.tree_util.keystr(path): list(np.shape(leaf)) for path, leaf in
+            jax.tree_util.tree_flatten_with_path(params)[0]}  # fmt: skip
+
+
+def _expected_shapes(config: ModelConfig) -> dict[str, list[int]]:
+    """Every parameter's shape in a model of `config`, by path.
+
+    Tracing the model's initialization takes a second or more, a good part of
+    a cold start: the table is kept beside the compiled programs.
+    """
+    from mscm_jax.codec import _write_atomically, artifact_path
+
+    path = artifact_path("shapes", json.dumps(config.to_dict(), sort_keys=True), ".json")
+    if path is not None and path.exists():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            pass
+    shapes = _shape_table(jax.eval_shape(lambda key: init_model(config, key)[1], jax.random.PRNGKey(0)))
+    if path is not None:
+        _write_atomically(path, json.dumps(shapes).encode())
+    return shapes
 
 
 def read_model_file(path: str | os.PathLike):
     """The `Codec` of a model file; ModelFileError if it is not a valid one."""
-    from mscm_jax.codec import Codec, model_fingerprint
+    from mscm_jax.codec import Codec
+    from mscm_jax.models import model_fingerprint
 
     data = epath.Path(path).read_bytes()
     name = os.fspath(path)
@@ -91,9 +112,7 @@ def read_model_file(path: str | os.PathLike):
     except (ValueError, TypeError) as e:
         raise ModelFileError(f"{name}: invalid model config: {e}") from None
     params = content["params"]
-    want = _expected_shapes(config)
-    have = jax.tree.map(np.shape, params)
-    if jax.tree.structure(want) != jax.tree.structure(have) or want != have:
+    if not isinstance(params, dict) or _expected_shapes(config) != _shape_table(params):
         raise ModelFileError(f"{name}: parameters do not match the model config {config}")
     fingerprint = model_fingerprint(config, params)
     if fingerprint != content["fingerprint"]:

@@ -67,6 +67,11 @@ class DecoderState(NamedTuple):
     position: jax.Array
 
 
+# Compiled programs that take or return coder states can be kept on disk (`jax.export`).
+for _state in (EncoderState, DecoderState):
+    jax.export.register_namedtuple_serialization(_state, serialized_name=f"mscm_jax.rans.{_state.__name__}")
+
+
 def new_encoder(lanes: int, capacity: int) -> EncoderState:
     """An encoder of `lanes` lanes whose segments will write at most `capacity` words (plus the flush)."""
     size = capacity + 2 * lanes

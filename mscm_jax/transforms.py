@@ -193,9 +193,6 @@ TRANSFORMS: dict[str, TransformFamily] = {
     ),
 }  # fmt: skip
 
-# bench.py's name for the latent stride, which both families share; it goes when bench reads the family's.
-LATENT_STRIDE = TRANSFORMS["cheng2020-attn"].latent_stride
-
 
 def get_transform_family(name: str) -> TransformFamily:
     if name not in TRANSFORMS:

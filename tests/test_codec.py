@@ -21,6 +21,7 @@ from mscm_jax.entropy_models import factorized_likelihood
 from mscm_jax.model_file import ModelFileError
 from mscm_jax.models import ModelConfig, init_model
 from mscm_jax.schedules import BUILTIN_PATTERNS
+from mscm_jax.transforms import spread_latents
 
 PHOTO = load_sample("chelsea")[:100, :140]  # odd size: a 2 x 3 z, a 8 x 12 latent
 REJECTED = (bitstream.FormatError, CodingError)
@@ -32,11 +33,7 @@ def codec_for(schedule: str, mixtures: int = 3, rounding: str = "y", transform: 
                          rounding=rounding)  # fmt: skip
     _, params = init_model(config, jax.random.PRNGKey(0))
     # A fresh analysis transform outputs ~0; scale it so that symbols span several values.
-    last = "conv3" if transform == "mbt2018" else "down3"
-    layer = params["params"]["g_a"][last]
-    key = "kernel" if "kernel" in layer else next(iter(layer))
-    layer[key] = jax.tree.map(lambda w: w * 40, layer[key])
-    return Codec(config, params)
+    return Codec(config, spread_latents(params, transform, 40.0))
 
 
 def _model_output(codec, image):

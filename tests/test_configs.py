@@ -34,7 +34,7 @@ def test_overrides_are_typed():
     "override, message",
     [
         ("--config.train.batchsize=8", "config.train has keys batch_size"),
-        ("--config.trainer.steps=8", "has keys data, model, train"),
+        ("--config.trainer.steps=8", "has keys compare_with, data, model, train"),
         ("--config.train.batch_size=eight", "cannot parse .eight. as int"),
         ("--config.model.schedule=zigzag", "built-in schedules are hyperprior"),
         ("--config.model.transform=bls2017", "valid: mbt2018, cheng2020-attn"),
