@@ -210,10 +210,6 @@ def stage_context(
       bias: optional (D,) added where the stage has context (CompressAI's
         serial `MaskedConv2d` has one; the MSCM authors' convolutions do not).
     """
-    if not isinstance(kernel, StageKernel):
-        # A whole window (k, k, M, D): tests/test_torch_import.py's call, until it passes
-        # `StageKernel.of_window(plan, kernel, stage)` itself.
-        kernel = StageKernel.of_window(plan, kernel, stage)
     k = math.isqrt(plan.tap_mask.shape[-1])
     taps, d = kernel.kernel.shape[0], kernel.kernel.shape[-1]
     b, m = y_hat.shape[0], y_hat.shape[-1]

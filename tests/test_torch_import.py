@@ -31,7 +31,7 @@ from PIL import Image
 
 from mscm_jax.cli import main
 from mscm_jax.codec import Codec
-from mscm_jax.context import stage_context
+from mscm_jax.context import StageKernel, stage_context
 from mscm_jax.models import CompressionModel, Mode
 from mscm_jax.schedules import get_schedule
 from mscm_jax.torch_checkpoint import load_state_dict, unwrap_state_dict
@@ -328,7 +328,8 @@ def test_authors_context_stage_by_stage(arch):
         weight = state[f"multistage_context.gcm.{s}.weight"] * state[f"multistage_context.gcm.{s}.mask"]
         decoded = np.tile(state["multistage_context.prev_latent_mask"][s, 0, 0], (8 // plan.stride,) * 2)
         want = _torch_conv_context(y_hat * decoded[None, :, :, None], weight)
-        got = np.asarray(stage_context(plan, jnp.asarray(kernels[s - 1]), jnp.int32(s), jnp.asarray(y_hat)))
+        kernel = StageKernel.of_window(plan, jnp.asarray(kernels[s - 1]), jnp.int32(s))
+        got = np.asarray(stage_context(plan, kernel, jnp.int32(s), jnp.asarray(y_hat)))
         ((i, j),) = np.argwhere(schedule.pattern == s)
         n = schedule.patch_size
         np.testing.assert_allclose(got[0], want[:, i::n, j::n], rtol=1e-4, atol=1e-4)
