@@ -563,6 +563,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors that are the user's to fix, reported in one line; anything else (a bug, a JAX
+    runtime failure) keeps its traceback. Evaluated only when an exception propagates, so that
+    `decompress` does not import the training stack."""
+    from mscm_jax.torch_checkpoint import TorchMissingError
+    from mscm_jax.train import TrainingError
+
+    return UsageError, ScheduleError, ValueError, FileNotFoundError, TrainingError, TorchMissingError
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -573,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.overrides = overrides
     try:
         return args.func(args)
-    except (UsageError, ScheduleError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except _user_errors() as e:
         print(f"mscm-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -19,6 +19,11 @@ from typing import Any
 
 import numpy as np
 
+
+class TorchMissingError(RuntimeError):
+    """PyTorch is needed (to read a .pth checkpoint) and not installed."""
+
+
 TORCH_MISSING = (
     'reading a PyTorch checkpoint needs PyTorch: install the optional extra with pip install -e ".[torch]" '
     '(or pip install "mscm-jax[torch]"), or give the state dict as a .npz of key -> array'
@@ -59,7 +64,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError as e:
-        raise RuntimeError(TORCH_MISSING) from e
+        raise TorchMissingError(TORCH_MISSING) from e
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # torch raises several types for a bad or unsafe file

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from mscm_jax.cli import main
 
 
@@ -38,3 +40,21 @@ def test_console_entry_point_and_missing_file():
     )  # fmt: skip
     assert result.returncode == 2
     assert "no such image" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys):
+    from mscm_jax import cli
+    from mscm_jax.train import TrainingError
+
+    def fails_with(error):
+        def command(args):
+            raise error
+
+        return command
+
+    monkeypatch.setattr(cli, "cmd_schedules", fails_with(TrainingError("no images in the folder")))
+    assert cli.main(["schedules"]) == 2
+    assert "error: no images in the folder" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "cmd_schedules", fails_with(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):  # not swallowed into an exit code
+        cli.main(["schedules"])
