@@ -532,12 +532,7 @@ class Codec:
             )
         watch, run = _Stopwatch(self._compiled), self._compiled
         lanes, capacity, y_hat, z_symbols, checksum, stages = self._encoder_models(image, watch)
-        initial = (
-            np.full(lanes, rans.STATE_LOW, np.uint32),
-            np.zeros(capacity, np.uint32),
-            np.int32(capacity),
-        )
-        state = rans.EncoderState(*jax.device_put((*initial, np.int32(0))))  # rans.new_encoder, on the host
+        state = jax.device_put(rans.new_encoder(lanes, capacity - 2 * lanes))
         for params, symbols, count in reversed(stages):  # rANS: the last stage first
             with watch.phase("encode"):
                 state = run("encode_y", state, symbols, params, count)

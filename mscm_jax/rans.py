@@ -73,12 +73,15 @@ for _state in (EncoderState, DecoderState):
 
 
 def new_encoder(lanes: int, capacity: int) -> EncoderState:
-    """An encoder of `lanes` lanes whose segments will write at most `capacity` words (plus the flush)."""
+    """An encoder of `lanes` lanes whose segments will write at most `capacity` words (plus the flush).
+
+    NumPy arrays: `jax.device_put` them, or pass them to a compiled function (built with jnp,
+    each would be a program of its own to compile in every new process).
+    """
     size = capacity + 2 * lanes
     return EncoderState(
-        jnp.full((lanes,), STATE_LOW, jnp.uint32), jnp.zeros((size,), jnp.uint32),
-        jnp.int32(size), jnp.int32(0),
-    )  # fmt: skip
+        np.full(lanes, STATE_LOW, np.uint32), np.zeros(size, np.uint32), np.int32(size), np.int32(0)
+    )
 
 
 def max_words(count: int) -> int:

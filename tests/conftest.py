@@ -29,6 +29,28 @@ from mscm_jax.experiment import torch_reference_python
 from mscm_jax.train import train
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.py")
+
+
+def untrained_workdir(path: Path, overrides: list[str], seed: int = 0) -> Path:
+    """A training workdir of the tiny config with one checkpoint at initialization (no training)."""
+    import jax
+
+    from mscm_jax import train as training
+    from mscm_jax.configs import model_config
+    from mscm_jax.models import CompressionModel
+
+    config = load_config(TINY, overrides)
+    workdir = training.absolute_workdir(path)
+    training.prepare_workdir(workdir, config)
+    model = CompressionModel(model_config(config))
+    state, _ = training.init_state(model, config.train, jax.random.PRNGKey(seed), 32)
+    manager = training.checkpoint_manager(workdir, 1)
+    training.save_checkpoint(manager, state, {"seed": 0, "next_step": 0})
+    manager.wait_until_finished()
+    manager.close()
+    return Path(workdir)
+
+
 TORCH_OPT_OUT = "MSCM_JAX_SKIP_TORCH_PARITY"
 TRAINED_OVERRIDES = {
     "model.N": 16, "model.M": 16, "model.num_mixtures": 3, "model.schedule": "mscm2x2",

@@ -8,18 +8,17 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
-import jax
 import numpy as np
 import pytest
+from conftest import untrained_workdir
 from PIL import Image
 
 from mscm_jax import baselines, evaluate
 from mscm_jax.bd_rate import bd_rate
 from mscm_jax.cli import main
-from mscm_jax.configs import load_config, model_config
+from mscm_jax.configs import load_config
 from mscm_jax.data import load_sample
 from mscm_jax.metrics import rgb_metrics
-from mscm_jax.models import CompressionModel
 from mscm_jax.plot import load_curve, ms_ssim_db
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.py")
@@ -193,15 +192,7 @@ def test_train_prints_the_comparison_of_a_run(tmp_path, monkeypatch, capsys):
     overrides = ["--config.model.num_mixtures=1", "--config.model.schedule=checkerboard",
                  "--config.data.eval_crop=48", "--config.data.max_eval_images=2"]  # fmt: skip
     config = load_config(TINY, overrides)
-    workdir = train.absolute_workdir(tmp_path / "run")
-    train.prepare_workdir(workdir, config)
-    state, _ = train.init_state(
-        CompressionModel(model_config(config)), config.train, jax.random.PRNGKey(0), 32
-    )
-    manager = train.checkpoint_manager(workdir, 1)
-    train.save_checkpoint(manager, state, {"seed": 0, "next_step": 0})
-    manager.wait_until_finished()
-    manager.close()
+    workdir = untrained_workdir(tmp_path / "run", overrides)
     summary = SimpleNamespace(steps_run=0, seconds=1.0, steps_per_second=0.0, input_images_per_second=0.0,
                               skipped_steps=0, process_index=0, process_count=1, params_sha256="0" * 64,
                               last_eval={})  # fmt: skip

@@ -11,17 +11,16 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import untrained_workdir
 from PIL import Image
 
 from mscm_jax import model_store, torch_import
 from mscm_jax.cli import main
 from mscm_jax.codec import Codec
-from mscm_jax.configs import load_config, model_config
 from mscm_jax.data import load_sample
 from mscm_jax.model_store import CorruptEntryError, ModelNotFoundError, ModelStore, ModelStoreError
-from mscm_jax.models import CompressionModel, ModelConfig, init_model
+from mscm_jax.models import ModelConfig, init_model
 
-TINY = str(Path(__file__).parent / "configs" / "tiny.py")
 CONFIG = ModelConfig(transform="mbt2018", N=4, M=4, num_mixtures=1, schedule="checkerboard")
 
 
@@ -42,19 +41,8 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A training workdir holding one checkpoint of the tiny config at initialization (no training)."""
-    from mscm_jax import train
-
-    config = load_config(TINY, ["--config.model.num_mixtures=1", "--config.model.schedule=checkerboard"])
-    path = train.absolute_workdir(tmp_path_factory.mktemp("wd") / "run")
-    train.prepare_workdir(path, config)
-    state, _ = train.init_state(
-        CompressionModel(model_config(config)), config.train, jax.random.PRNGKey(3), 32
-    )
-    manager = train.checkpoint_manager(path, 1)
-    train.save_checkpoint(manager, state, {"seed": 0, "next_step": 0})
-    manager.wait_until_finished()
-    manager.close()
-    return Path(path)
+    overrides = ["--config.model.num_mixtures=1", "--config.model.schedule=checkerboard"]
+    return untrained_workdir(tmp_path_factory.mktemp("wd") / "run", overrides, seed=3)
 
 
 @pytest.fixture

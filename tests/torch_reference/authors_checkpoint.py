@@ -17,22 +17,11 @@ it read to READ.npz.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import pathlib
 
 import numpy as np
 import torch
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
-
-
-def load_reader():
-    spec = importlib.util.spec_from_file_location(
-        "torch_checkpoint", REPO / "mscm_jax" / "torch_checkpoint.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from compressai_reference import load_reader  # beside this script, which runs from its folder
 
 
 def main() -> None:
