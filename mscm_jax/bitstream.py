@@ -4,7 +4,10 @@ All integers little-endian; `varint` is unsigned LEB128 (at most 5 bytes).
 
     magic            4 bytes  b"MSCM"
     format version   u8       2
-    coder            u8       4 = `rans` with the integer models of `coding` (`CODER_RANS`)
+    coder            u8       4 = `rans` with the integer models of `coding`, entropy
+                              parameters from the float networks (`CODER_RANS`);
+                              5 = the same, parameters from the model's integer path
+                              (`integer_path`, `CODER_RANS_INTEGER`): decodes on every backend
     fingerprint      16 bytes first 16 bytes of the model's sha256 fingerprint
     height, width    varint   image size in pixels (1 .. MAX_SIDE each)
     schedule         u8 n, then n*n bytes: the stage pattern (n = 0: serial)
@@ -31,6 +34,8 @@ from mscm_jax import rans
 MAGIC = b"MSCM"
 FORMAT_VERSION = 2
 CODER_RANS = 4
+CODER_RANS_INTEGER = 5
+CODERS = (CODER_RANS, CODER_RANS_INTEGER)
 # What wrote the earlier formats, for the message that refuses them.
 EARLIER_FORMATS = {1: "mscm-jax 0.1 (constriction's range coder, float tables)"}
 FINGERPRINT_BYTES = 16
@@ -124,8 +129,8 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[FileHeader, bytes
     (stored_crc,) = struct.unpack("<I", data[-4:])
     if zlib.crc32(data[:-4]) != stored_crc:
         raise FormatError("file checksum mismatch: the file is corrupt or truncated")
-    if coder != CODER_RANS:
-        raise FormatError(f"unknown coder id {coder} (this version knows {CODER_RANS})")
+    if coder not in CODERS:
+        raise FormatError(f"unknown coder id {coder} (this version knows {', '.join(map(str, CODERS))})")
     reader = _Reader(data, len(data) - 4)
     reader.pos = len(MAGIC) + 2
     fingerprint = reader.take(FINGERPRINT_BYTES, "the fingerprint")

@@ -253,10 +253,16 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from mscm_jax.codec import Codec
 
-    codec = Codec.load(args.workdir)
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    codec = Codec.load(args.workdir)
+    if args.integer:
+        from mscm_jax.data import calibration_images
+
+        images = calibration_images(args.calibration, args.calibration_images)
+        codec = codec.with_integer_path(images)
+        print(f"integer path calibrated on {len(images)} images of {args.calibration}")
     size = codec.export(out)
     print(
         f"exported {args.workdir} (step {codec.step}) -> {out}: {size} bytes, "
@@ -498,12 +504,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser(
-        "export", help="write a training workdir's model as one self-contained .mscm-model file"
+        "export",
+        help="write a training workdir's (or a model file's) model as one self-contained .mscm-model file",
     )
     p.add_argument("workdir")
     p.add_argument("-o", "--output", required=True, help="MODEL.mscm-model")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-store", action="store_true", help="do not add the file to the model store")
+    p.add_argument(
+        "--integer", action="store_true",
+        help="add the integer entropy-parameter path (post-training, calibrated): files coded with "
+        "the exported model decode on every backend",
+    )  # fmt: skip
+    p.add_argument(
+        "--calibration", default="samples", help="images to calibrate on: samples, folder:PATH or tfds:NAME"
+    )
+    p.add_argument("--calibration-images", type=int, default=4, help="how many (centre crops of 512 pixels)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

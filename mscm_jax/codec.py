@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from mscm_jax import bitstream, coding, rans
+from mscm_jax import bitstream, coding, integer_path, rans
 from mscm_jax.context import cached_stage_plan, read_stage, write_stage
 from mscm_jax.models import CompressionModel, Mode, ModelConfig, model_fingerprint
 from mscm_jax.schedules import StagePlan
@@ -304,22 +304,38 @@ class Codec:
     """A model ready to code images; compiled functions are built once per shape and reused.
 
     `lanes`: rANS lanes of the files this codec writes (default: `rans.choose_lanes`).
+    `integer`: the model's integer path (`integer_path.convert`); with it the
+    entropy parameters are computed in integers and files decode on every
+    backend (coder `bitstream.CODER_RANS_INTEGER`).
     """
 
     def __init__(self, config: ModelConfig, params: Any, z_cdf: np.ndarray | None = None,
-                 source: str = "", step: int | None = None, lanes: int | None = None):  # fmt: skip
+                 source: str = "", step: int | None = None, lanes: int | None = None,
+                 integer: integer_path.IntegerPath | None = None):  # fmt: skip
         self.config, self.source, self.step, self.lanes = config, source, step, lanes
         self.params = jax.tree.map(jnp.asarray, params)
         self.model = CompressionModel(config)
         self.schedule = config.schedule_obj
         self.family = get_transform_family(config.transform)
-        self.fingerprint = model_fingerprint(config, self.params)
+        if integer is not None:
+            integer_path.check_bounds(integer)
+        self.integer = integer
+        self.float_fingerprint = model_fingerprint(config, self.params)
+        self.fingerprint = self.float_fingerprint
+        if integer is not None:
+            self.fingerprint = integer_path.integer_fingerprint(self.float_fingerprint, integer)
+        self.coder = bitstream.CODER_RANS if integer is None else bitstream.CODER_RANS_INTEGER
         self.z_cdf = np.asarray(
             z_cdf if z_cdf is not None else z_cdf_tables(self.model, self.params), np.int32
         )
         self._z_cdf = jnp.asarray(self.z_cdf)
-        self._stage_variables = CompressionModel.stage_variables(self.params)
+        # What the entropy-parameter programs (z_step, stage_step) read.
+        self._stage_variables = (
+            integer if integer is not None else CompressionModel.stage_variables(self.params)
+        )
+        self._hyper_variables = integer if integer is not None else self.params
         identity = json.dumps(config.to_dict(), sort_keys=True)  # programs depend on it, not on the weights
+        identity += f"|coder {self.coder}"
         self._compiled = _Compiled(self._functions(), {"encode_y": (0,), "encode_z": (0,)}, identity)
         self._median = self._compiled("z_median", self.params)
         self._layouts: dict[tuple[int, int], _Layout] = {}
@@ -350,10 +366,32 @@ class Codec:
 
         return write_model_file(self, path)
 
+    def with_integer_path(self, images: list[np.ndarray]) -> Codec:
+        """This model with its integer path, calibrated on `images` (uint8 (H, W, 3))."""
+        path = integer_path.convert(self.model, self.params, [_as_rgb_uint8(i)[0] for i in images])
+        return Codec(self.config, self.params, self.z_cdf, self.source, self.step, self.lanes, path)
+
     # -- compiled pieces ------------------------------------------------------
 
     def _functions(self) -> dict[str, Callable]:
         model, stride = self.model, self.family.latent_stride
+        steps, integer = self.family.hyper_synthesis_steps, self.integer is not None
+        k, round_centre = self.config.num_mixtures, self.config.rounding == "y"
+
+        def hyper_features(variables, z_symbols, median):
+            if integer:
+                return integer_path.hyper_synthesis(variables, steps, z_symbols)
+            z_hat = z_symbols.astype(jnp.float32) + median
+            return model.apply(variables, z_hat, method=CompressionModel.hyper_synthesis)
+
+        def stage_parameters(variables, stage, y_hat, hyper, kernel):
+            if integer:
+                plan = cached_stage_plan(self.schedule, *y_hat.shape[1:3])
+                return integer_path.stage_parameters(
+                    variables, plan, stage, y_hat, hyper, kernel, k, round_centre
+                )
+            return model.apply(variables, stage, y_hat, hyper, kernel,
+                               method=CompressionModel.stage_coding_parameters)  # fmt: skip
 
         def analysis(params, x, median):
             y = model.apply(params, x, method=CompressionModel.analysis)
@@ -373,9 +411,11 @@ class Codec:
                 return state, flat.reshape(shape)
 
             state, z_symbols = jax.lax.cond(decoding, decode, lambda state: (state, z_symbols), state)
-            z_hat = z_symbols.astype(jnp.float32) + median
-            hyper = model.apply(params, z_hat, method=CompressionModel.hyper_synthesis)
-            return hyper, state, coding.symbol_checksum(z_symbols.reshape(-1), 0)
+            return (
+                hyper_features(params, z_symbols, median),
+                state,
+                coding.symbol_checksum(z_symbols.reshape(-1), 0),
+            )
 
         def stage_step(variables, stage, y_hat, hyper, kernels, elements, counts, y, words, state, checksum,
                        decoding):  # fmt: skip
@@ -389,8 +429,7 @@ class Codec:
             kernel = jax.tree.map(lambda a: a[stage], kernels)
             elements, count = elements[stage], counts[stage]
             valid = jnp.arange(elements.shape[0]) < count
-            packed = model.apply(variables, stage, y_hat, hyper, kernel,
-                                 method=CompressionModel.stage_coding_parameters)  # fmt: skip
+            packed = stage_parameters(variables, stage, y_hat, hyper, kernel)
             params = packed.reshape(len(packed), -1).at[:, elements].get(mode="fill", fill_value=0)  # (R, E)
             centre = params[0].astype(jnp.float32) / (1 << coding.PARAM_BITS)
 
@@ -449,7 +488,9 @@ class Codec:
         if latent_shape not in self._layouts:
             plan = cached_stage_plan(self.schedule, *latent_shape)
             # One compiled call, not dozens of operations dispatched (and compiled) one by one.
-            kernels = self._compiled("stage_kernels", self.params, np.zeros(latent_shape, np.int8))
+            kernels = self._compiled(
+                "stage_kernels", self._kernel_variables(), np.zeros(latent_shape, np.int8)
+            )
             m = self.config.M
             elements = []
             for s in range(plan.num_stages):  # (P, h, w) entries -> (P, 1, h, w, M) elements
@@ -466,6 +507,15 @@ class Codec:
                 plan, kernels, jnp.asarray(stacked), jnp.asarray(counts), counts, z_shape, num_symbols
             )
         return self._layouts[latent_shape]
+
+    def _kernel_variables(self) -> Any:
+        """The variables `stage_kernels` splits: the integer path's int8 context weights when it has one."""
+        if self.integer is None or "context_kernel" not in self.params["params"]["context"]:
+            return self.params
+        tree = self.params["params"]
+        return {
+            "params": {**tree, "context": {**tree["context"], "context_kernel": self.integer.context.weight}}
+        }
 
     def _zeros_like(self, shape: tuple[int, ...], dtype) -> jax.Array:
         """Zeros on the device, allocated once per shape: placeholders and initial values.
@@ -510,8 +560,8 @@ class Codec:
             y, z_symbols = run("analysis", self.params, jnp.asarray(image.astype(np.float32) / 255.0)[None],
                                self._median)  # fmt: skip
         with watch.phase("hyper"):
-            hyper, _, checksum = run("z_step", self.params, self._z_cdf, self._median, z_symbols, no_words,
-                                     lane_shape, False)  # fmt: skip
+            hyper, _, checksum = run("z_step", self._hyper_variables, self._z_cdf, self._median, z_symbols,
+                                     no_words, lane_shape, False)  # fmt: skip
         y_hat, stages = self._zeros_like(y.shape, y.dtype), []
         for stage in range(layout.plan.num_stages):  # parameters and symbols, in decoding order
             with watch.phase("stage"):
@@ -580,8 +630,8 @@ class Codec:
             words_on_device = jnp.asarray(np.pad(words, (0, capacity - len(words))))
             z_symbols = self._zeros_like((1, *layout.z_shape), jnp.int32)
             lanes = self._zeros_like((header.lanes,), jnp.int32)
-            hyper, state, checksum = run("z_step", self.params, self._z_cdf, self._median, z_symbols,
-                                         words_on_device, lanes, True)  # fmt: skip
+            hyper, state, checksum = run("z_step", self._hyper_variables, self._z_cdf, self._median,
+                                         z_symbols, words_on_device, lanes, True)  # fmt: skip
         y_hat = self._zeros_like((1, *latent_shape, self.config.M), jnp.float32)
         no_y = y_hat
         for stage in range(layout.plan.num_stages):
@@ -605,7 +655,7 @@ class Codec:
     def _header(self, height: int, width: int, lanes: int, checksum: int) -> bitstream.FileHeader:
         return bitstream.FileHeader(
             fingerprint=bytes.fromhex(self.fingerprint)[: bitstream.FINGERPRINT_BYTES], height=height,
-            width=width, pattern=self._pattern(), lanes=lanes, symbol_checksum=checksum,
+            width=width, pattern=self._pattern(), lanes=lanes, symbol_checksum=checksum, coder=self.coder,
         )  # fmt: skip
 
     def _pattern(self) -> tuple[tuple[int, ...], ...] | None:
@@ -614,6 +664,12 @@ class Codec:
         return tuple(map(tuple, np.asarray(self.schedule.pattern).tolist()))
 
     def _check_header(self, header: bitstream.FileHeader) -> None:
+        if header.coder != self.coder:
+            needs = "its integer path" if header.coder == bitstream.CODER_RANS_INTEGER else "its float path"
+            raise bitstream.FormatError(
+                f"the file was coded with {needs} (coder {header.coder}); this model codes with coder "
+                f"{self.coder}: use the model file the file names (`mscm-jax models`)"
+            )
         mine = bytes.fromhex(self.fingerprint)[: bitstream.FINGERPRINT_BYTES]
         if header.fingerprint != mine:
             raise bitstream.FormatError(

@@ -28,8 +28,10 @@ writing files no one else can read.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
+import operator
 
 import jax
 import jax.numpy as jnp
@@ -128,6 +130,11 @@ def quantize_parameters(
     if round_centre:
         centre = jnp.round(centre / grid) * grid
     centre = jnp.round(centre).astype(jnp.int32)
+    return _parameter_rows(centre, mean_q, log_scale, weight_q)
+
+
+def _parameter_rows(centre: jax.Array, mean_q: jax.Array, log_scale: jax.Array, weight_q: jax.Array):
+    """The rows of `quantize_parameters` from the centre, the K means, log-scale indices and weights."""
     relative = jnp.clip(mean_q - centre, -MAX_RELATIVE_MEAN, MAX_RELATIVE_MEAN)
     log2_half_width = _log2_half_width(relative, log_scale)
     return jnp.concatenate([centre[None], log2_half_width[None], relative, log_scale, weight_q])
@@ -139,9 +146,101 @@ def _integer_weights(weights: jax.Array) -> jax.Array:
     if k == 1:
         return jnp.full(weights.shape, total, jnp.int32)
     q = jnp.maximum(jnp.round(weights.astype(jnp.float32) * total), 1.0).astype(jnp.int32)
+    return _absorb_excess(q)
+
+
+def _absorb_excess(q: jax.Array) -> jax.Array:
+    """Integer weights (K, ...), each >= 1, made to sum to exactly 2^14: the largest takes the difference."""
+    k, total = q.shape[0], 1 << WEIGHT_BITS
     largest = jnp.argmax(q, axis=0)
     excess = sum(q[c] for c in range(k)) - total
     return q - jnp.where(jnp.arange(k).reshape(k, *[1] * (q.ndim - 1)) == largest, excess, 0)
+
+
+# --------------------------------------------------------------------------
+# Integer network outputs -> integer parameters (the integer path).
+# --------------------------------------------------------------------------
+
+SCALE_BITS = 16  # the integer path's scales in 2^-16
+LOGIT_BITS = 8  # its mixture logits in 2^-8
+SCALE_FLOOR = round(
+    0.11 * (1 << SCALE_BITS)
+)  # the model's lower bound on scales (entropy_models.SCALE_BOUND)
+LN_BITS = 20  # natural logarithms computed in 2^-20
+
+
+def _integer_path_tables() -> tuple[np.ndarray, np.ndarray, int]:
+    """(ln(1 + i/1024) in 2^-20, i = 0..1024; exp(-i/256) in 2^-15, i = 0..4096; ln 2 in 2^-20)."""
+    ln1p = np.asarray([round(math.log1p(i / 1024) * (1 << LN_BITS)) for i in range(1025)], np.int32)
+    exp = np.asarray([round(math.exp(-i / (1 << LOGIT_BITS)) * (1 << 15)) for i in range(4097)], np.int32)
+    return ln1p, exp, round(math.log(2.0) * (1 << LN_BITS))
+
+
+LN1P_TABLE, EXP_TABLE, LN2_FIXED = _integer_path_tables()
+INTEGER_TABLES_SHA256 = "348e4f95ef8ce4f78abf17eb7588bbc450c1bebf68db62883d84ece12e2772af"
+
+
+def _integer_tables_digest() -> str:
+    digest = hashlib.sha256(np.int32(LN2_FIXED).astype("<i4").tobytes())
+    for table in (LN1P_TABLE, EXP_TABLE):
+        digest.update(table.astype("<i4").tobytes())
+    return digest.hexdigest()
+
+
+if _integer_tables_digest() != INTEGER_TABLES_SHA256:
+    raise ImportError("mscm_jax.coding: this platform computes the integer path's tables differently")
+
+
+def integer_log_scale(scale: jax.Array) -> jax.Array:
+    """Log-scale indices (as `quantize_parameters`' row) of scales in 2^-16 (int32 >= 1), integer only.
+
+    ln x = e ln 2 + ln(1 + f) for x = 2^e (1 + f); ln(1 + f) by linear
+    interpolation of `LN1P_TABLE` on f's first 20 bits.
+    """
+    x = jnp.maximum(scale, SCALE_FLOOR)
+    exponent = 31 - jax.lax.clz(x)
+    normalized = x << (30 - exponent)  # the leading one at bit 30
+    index, fraction = (normalized >> 20) & 1023, (normalized >> 10) & 1023
+    table = jnp.asarray(LN1P_TABLE)
+    ln1p = table[index] + (((table[index + 1] - table[index]) * fraction) >> 10)
+    ln_scale = (exponent - SCALE_BITS) * LN2_FIXED + ln1p  # in 2^-20
+    shift = LN_BITS - PARAM_BITS
+    log_scale = (ln_scale + (1 << (shift - 1))) >> shift
+    return jnp.clip(log_scale, LOG_SCALE_MIN, LOG_SCALE_MAX) - LOG_SCALE_MIN
+
+
+def integer_weights(logits: jax.Array) -> jax.Array:
+    """(K, ...) logits in 2^-8 (int32) -> softmax weights in 2^-14 as `_integer_weights`, integer only."""
+    k = logits.shape[0]
+    if k == 1:
+        return jnp.full(logits.shape, 1 << WEIGHT_BITS, jnp.int32)
+    top = functools.reduce(jnp.maximum, [logits[c] for c in range(k)])
+    exps = jnp.asarray(EXP_TABLE)[jnp.minimum(top[None] - logits, len(EXP_TABLE) - 1)]  # the top one: 2^15
+    total = functools.reduce(operator.add, [exps[c] for c in range(k)])  # <= K 2^15
+    return _absorb_excess(jnp.maximum((exps << WEIGHT_BITS) // total, 1))
+
+
+def integer_coding_parameters(
+    means: jax.Array, scales: jax.Array, logits: jax.Array, round_centre: bool
+) -> jax.Array:
+    """`quantize_parameters`' rows from integer network outputs, with integer arithmetic only.
+
+    (K, ...) int32 each: means in 2^-10, scales in 2^-16, logits in 2^-8. The
+    centre, the weighted mean sum(w m) / 2^14, is split m = 2^10 hi + lo so
+    that no product leaves int32: |w hi| <= 2^24, w lo < 2^24.
+    """
+    k = means.shape[0]
+    mean_q = jnp.clip(means, -(1 << 20), 1 << 20)
+    weight_q = integer_weights(logits)
+    high = functools.reduce(operator.add, [weight_q[c] * (mean_q[c] >> PARAM_BITS) for c in range(k)])
+    low = functools.reduce(
+        operator.add, [weight_q[c] * (mean_q[c] & ((1 << PARAM_BITS) - 1)) for c in range(k)]
+    )
+    # round((2^10 high + low) / 2^14), high = 16 (high >> 4) + (high & 15)
+    centre = (high >> 4) + (((high & 15) << PARAM_BITS) + low + (1 << (WEIGHT_BITS - 1)) >> WEIGHT_BITS)
+    if round_centre:
+        centre = ((centre + (1 << (PARAM_BITS - 1))) >> PARAM_BITS) << PARAM_BITS
+    return _parameter_rows(centre, mean_q, integer_log_scale(scales), weight_q)
 
 
 def _log2_half_width(relative_means: jax.Array, log_scale: jax.Array) -> jax.Array:

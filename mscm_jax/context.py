@@ -206,12 +206,16 @@ def stage_context(
       stage: scalar int, may be traced.
       y_hat: (B, H, W, M) latent; elements of stage >= `stage` may hold
         anything (they are masked out, not multiplied by zero, so even NaN
-        placeholders cannot leak).
+        placeholders cannot leak). Integer latents with integer weights give
+        int32 sums.
       bias: optional (D,) added where the stage has context (CompressAI's
         serial `MaskedConv2d` has one; the MSCM authors' convolutions do not).
     """
     k = math.isqrt(plan.tap_mask.shape[-1])
     taps, d = kernel.kernel.shape[0], kernel.kernel.shape[-1]
+    # Integer inputs (the integer path, `integer_path`) accumulate exactly in int32.
+    integer = jnp.issubdtype(y_hat.dtype, jnp.integer)
+    out_dtype = jnp.int32 if integer else y_hat.dtype
     b, m = y_hat.shape[0], y_hat.shape[-1]
     (h, w), p_max = plan.grid, plan.max_positions
 
@@ -223,15 +227,18 @@ def stage_context(
         taps_c = cols[:, :, None] + kernel.taps % k  # (P, w, t)
         # One gather of the taps of all the stage's elements: (B, P, h, w, t, M).
         values = padded[:, taps_r[:, :, None, :], taps_c[:, None, :, :]]
-        values = jnp.where(kernel.context.reshape(1, p_max, 1, 1, taps, 1), values, 0.0)
+        values = jnp.where(
+            kernel.context.reshape(1, p_max, 1, 1, taps, 1), values, jnp.zeros((), values.dtype)
+        )
         values = values.reshape(b, p_max, h, w, taps * m)
-        out = jnp.einsum("bphwi,id->pbhwd", values, kernel.kernel.reshape(taps * m, d).astype(values.dtype))
+        weights = kernel.kernel.reshape(taps * m, d).astype(kernel.kernel.dtype if integer else values.dtype)
+        out = jnp.einsum("bphwi,id->pbhwd", values, weights, preferred_element_type=out_dtype)
         if bias is not None:
             out = out + bias.astype(out.dtype)
-        return out.astype(y_hat.dtype)
+        return out.astype(out_dtype)
 
     def no_context(y_hat):
-        return jnp.zeros((p_max, b, h, w, d), y_hat.dtype)
+        return jnp.zeros((p_max, b, h, w, d), out_dtype)
 
     if taps == 0:  # a decoder's stage without context reads nothing
         return no_context(y_hat)
@@ -391,6 +398,19 @@ class MultistageContext(nn.Module):
 
         inputs = jax.vmap(stage_inputs)(jnp.arange(plan.num_stages))
         return scatter_all_stages(plan, self.parameter_network(inputs))
+
+    def all_contexts(self, y_hat: jax.Array) -> jax.Array:
+        """Every element's context features (B, H, W, 2M), as its stage sees them (zeros without context)."""
+        plan = self.plan(*y_hat.shape[1:3])
+        if self.schedule.is_serial:
+            return self._serial_context(y_hat)
+        kernels, biases = self.context_kernel, self.context_bias
+
+        def stage_features(stage):
+            kernel = StageKernel.of_stage(plan, kernels, stage)
+            return stage_context(plan, kernel, stage, y_hat, _stage_bias(plan, biases, stage))
+
+        return scatter_all_stages(plan, jax.vmap(stage_features)(jnp.arange(plan.num_stages)))
 
     def _serial_context(self, y_hat: jax.Array) -> jax.Array:
         """Causal 5x5 masked convolution over the whole latent (Minnen 2018)."""

@@ -341,3 +341,15 @@ class BatchLoader:
                     pending.append((next_step, pool.submit(self.batch, next_step)))
                     next_step += 1
                 yield step, future.result()
+
+
+def calibration_images(spec: str = "samples", count: int = 4, size: int = 512) -> list[np.ndarray]:
+    """The first `count` images of a source spec (`open_sources`), centre crops of at most `size` pixels."""
+    if count < 1:
+        raise ValueError(f"need at least one calibration image, got {count}")
+    if spec == "samples":  # one view of each scene
+        source: ImageSource = SampleSource([views[0] for views in SAMPLE_SCENES.values()][:count])
+    else:
+        source = open_sources(spec)[0]
+    images = [source.load(i) for i in range(min(count, len(source)))]
+    return [centre_crop(image, min(size, *image.shape[:2])) for image in images]

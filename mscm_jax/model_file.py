@@ -11,6 +11,9 @@ with dtype and shape; no pickle, so reading a file cannot run code):
     z_cdf         (N, 2T+2) int32: z's integer CDF tables (`coding.quantize_pmf`), so
                   that every decoder codes z with the very tables of the encoder
     coder         the file format and coder id the tables are for
+    integer       optional: the integer entropy-parameter path (`integer_path.to_state`:
+                  int8 weights, int32 biases, shifts and limits, per-channel exponents);
+                  files coded with it decode on every backend
     source, step, created_by
 
 Reading checks the magic, version, keys, parameter shapes against the
@@ -28,7 +31,7 @@ import numpy as np
 from etils import epath
 from flax import serialization
 
-from mscm_jax import bitstream, coding
+from mscm_jax import bitstream, coding, integer_path
 from mscm_jax.models import ModelConfig, init_model
 
 MAGIC = b"MSCM-MODEL\0\0"
@@ -50,11 +53,13 @@ def write_model_file(codec, path: str | os.PathLike) -> int:
         "fingerprint": codec.fingerprint,
         "params": jax.tree.map(lambda a: np.asarray(a, np.float32), codec.params),
         "z_cdf": codec.z_cdf,
-        "coder": f"format {bitstream.FORMAT_VERSION}, coder {bitstream.CODER_RANS}",
+        "coder": f"format {bitstream.FORMAT_VERSION}, coder {codec.coder}",
         "source": codec.source,
         "step": -1 if codec.step is None else int(codec.step),
         "created_by": f"mscm-jax {__version__}",
     }
+    if codec.integer is not None:
+        content["integer"] = integer_path.to_state(codec.integer)
     data = MAGIC + bytes([VERSION]) + serialization.msgpack_serialize(content)
     path = epath.Path(path)
     tmp = path.parent / (path.name + ".tmp")
@@ -114,12 +119,18 @@ def read_model_file(path: str | os.PathLike):
     params = content["params"]
     if not isinstance(params, dict) or _expected_shapes(config) != _shape_table(params):
         raise ModelFileError(f"{name}: parameters do not match the model config {config}")
-    fingerprint = model_fingerprint(config, params)
+    fingerprint, integer = model_fingerprint(config, params), None
+    if "integer" in content:
+        try:
+            integer = integer_path.from_state(content["integer"], config)
+        except ValueError as e:
+            raise ModelFileError(f"{name}: {e}") from None
+        fingerprint = integer_path.integer_fingerprint(fingerprint, integer)
     if fingerprint != content["fingerprint"]:
         raise ModelFileError(f"{name}: fingerprint mismatch: the parameters are damaged")
     z_cdf = _z_cdf(content, config, name)
     step = int(content.get("step", -1))
-    return Codec(config, params, z_cdf, source=name, step=None if step < 0 else step)
+    return Codec(config, params, z_cdf, source=name, step=None if step < 0 else step, integer=integer)
 
 
 def _z_cdf(content: dict, config: ModelConfig, name: str) -> np.ndarray | None:

@@ -284,6 +284,16 @@ class CompressionModel(nn.Module):
         """(N, 2T + 1) masses of z's symbols `round(z - median) = -T..T`, tails in the end bins."""
         return self.entropy_bottleneck.coding_pmf(half_width)
 
+    # -- what the integer path's calibration reads (`integer_path.convert`) ---
+
+    def quantize_latent(self, y: jax.Array, hyper: jax.Array) -> jax.Array:
+        """y_hat as the coder rounds y (given the float hyperprior features)."""
+        return self._quantize_latent(y, hyper)[0]
+
+    def all_stage_contexts(self, y_hat: jax.Array) -> jax.Array:
+        """Every element's context features (B, H, W, 2M), as its stage sees them."""
+        return self.context.all_contexts(y_hat)
+
     # -- the whole model -----------------------------------------------------
 
     def __call__(self, x: jax.Array, mode: Mode | str = Mode.TRAIN) -> ForwardResult:

@@ -158,6 +158,23 @@ class Cheng2020HyperSynthesis(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
+class LinearStep:
+    """One convolution of a hyper-synthesis, as the integer path (`integer_path`) runs it.
+
+    name: the parameter path under `h_s`; kind: "conv" (PyTorch padding
+    k // 2) or "deconv" (`ConvTranspose2d`); shuffle: the pixel-shuffle factor
+    after it (`SubpelConv`); activation: "leaky_relu" or None.
+    """
+
+    name: tuple[str, ...]
+    kind: str
+    kernel_size: int
+    stride: int = 1
+    shuffle: int = 1
+    activation: str | None = "leaky_relu"
+
+
+@dataclasses.dataclass(frozen=True)
 class TransformFamily:
     """The four transforms of a model family and the geometry they fix.
 
@@ -165,6 +182,8 @@ class TransformFamily:
     hyper_stride: the same for z; the analysis pads images to a multiple of it.
     analysis_output: name of the analysis transform's last convolution, the one
       that sets the scale of y (`spread_latents`).
+    hyper_synthesis_steps: the hyper-synthesis as a sequence of convolutions,
+      what the integer path computes (a test checks it against the module).
     """
 
     analysis: type[nn.Module]
@@ -174,6 +193,7 @@ class TransformFamily:
     latent_stride: int
     hyper_stride: int
     analysis_output: str
+    hyper_synthesis_steps: tuple[LinearStep, ...]
 
     def latent_shapes(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """The coded y (h, w) and z (h, w) of a height x width image (padded to `hyper_stride`)."""
@@ -186,10 +206,19 @@ TRANSFORMS: dict[str, TransformFamily] = {
     "mbt2018": TransformFamily(
         Mbt2018Analysis, Mbt2018Synthesis, Mbt2018HyperAnalysis, Mbt2018HyperSynthesis,
         latent_stride=16, hyper_stride=64, analysis_output="conv3",
+        hyper_synthesis_steps=(
+            LinearStep(("deconv0",), "deconv", 5, 2), LinearStep(("deconv1",), "deconv", 5, 2),
+            LinearStep(("conv2",), "conv", 3, activation=None),
+        ),
     ),
     "cheng2020-attn": TransformFamily(
         Cheng2020Analysis, Cheng2020Synthesis, Cheng2020HyperAnalysis, Cheng2020HyperSynthesis,
         latent_stride=16, hyper_stride=64, analysis_output="down3",
+        hyper_synthesis_steps=(
+            LinearStep(("conv0",), "conv", 3), LinearStep(("up0", "conv"), "conv", 3, shuffle=2),
+            LinearStep(("conv1",), "conv", 3), LinearStep(("up1", "conv"), "conv", 3, shuffle=2),
+            LinearStep(("conv2",), "conv", 3, activation=None),
+        ),
     ),
 }  # fmt: skip
 

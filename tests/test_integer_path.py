@@ -1,0 +1,234 @@
+"""The integer entropy-parameter path: exact integer layers, bounds, conversion, portable files."""
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import serialization
+
+from mscm_jax import bitstream, coding, integer_path, model_file
+from mscm_jax.codec import Codec
+from mscm_jax.data import load_sample
+from mscm_jax.model_file import ModelFileError
+from mscm_jax.models import CompressionModel, ModelConfig, init_model
+from mscm_jax.schedules import BUILTIN_PATTERNS
+from mscm_jax.transforms import TRANSFORMS, spread_latents
+
+PHOTO = load_sample("chelsea")[:100, :140]
+CALIBRATION = [load_sample("astronaut")[:128, :128], load_sample("coffee")[:128, :128]]
+WORKER = Path(__file__).parent / "integer_worker.py"
+
+
+@functools.cache
+def integer_codec(schedule: str = "mscm4x4-paper", transform: str = "cheng2020-attn", rounding: str = "y",
+                  mixtures: int = 3) -> Codec:  # fmt: skip
+    config = ModelConfig(transform=transform, N=8, M=8, num_mixtures=mixtures, schedule=schedule,
+                         rounding=rounding)  # fmt: skip
+    _, params = init_model(config, jax.random.PRNGKey(0))
+    return Codec(config, spread_latents(params, transform, 40.0)).with_integer_path(CALIBRATION)
+
+
+# --------------------------------------------------------------------------
+# Integer operations against int64 NumPy.
+# --------------------------------------------------------------------------
+
+
+def _reference_linear(x, weight, bias, shift, limit, leaky):
+    """One dense layer in int64 with floor divisions: what `integer_path.linear` must compute."""
+    acc = x.astype(np.int64) @ weight.astype(np.int64) + bias
+    right = np.maximum(shift, 0)
+    left = np.maximum(-shift, 0)
+    down = (acc + (2**right) // 2) // 2**right
+    up = np.clip(acc, -(limit // 2**left), limit // 2**left) * 2**left
+    out = np.clip(np.where(shift >= 0, down, up), -limit, limit)
+    return np.where(out >= 0, out, (out * 655) // 65536) if leaky else out
+
+
+def test_integer_dense_layer_equals_int64_reference():
+    rng = np.random.default_rng(0)
+    x = rng.integers(-32767, 32768, (64, 40)).astype(np.int32)
+    weight = rng.integers(-127, 128, (40, 24)).astype(np.int8)
+    bias = rng.integers(-(2**20), 2**20, 24).astype(np.int32)
+    shift = rng.integers(-6, 25, 24).astype(np.int32)
+    limit = np.int32(2**15 - 1)
+    layer = integer_path.IntegerLayer(*map(jnp.asarray, (weight, bias, shift, limit)))
+    for leaky in (False, True):
+        got = jax.jit(integer_path.linear, static_argnums=(2, 3))(
+            x, layer, None, "leaky_relu" if leaky else None
+        )
+        np.testing.assert_array_equal(
+            np.asarray(got), _reference_linear(x, weight, bias, shift, 2**15 - 1, leaky)
+        )
+
+
+def test_integer_log_scale_and_softmax_follow_their_definitions():
+    rng = np.random.default_rng(1)
+    scale = np.concatenate([rng.integers(coding.SCALE_FLOOR, 2**24, 5000), [1, coding.SCALE_FLOOR, 2**24]])
+    got = np.asarray(coding.integer_log_scale(jnp.asarray(scale, jnp.int32))) + coding.LOG_SCALE_MIN
+    ideal = np.log(np.maximum(scale, coding.SCALE_FLOOR) / 2**16) * 1024
+    assert np.abs(got - np.clip(ideal, coding.LOG_SCALE_MIN, coding.LOG_SCALE_MAX)).max() <= 1.0
+    logits = rng.integers(-(2**12), 2**12, (3, 5000)).astype(np.int32)
+    weights = np.asarray(coding.integer_weights(jnp.asarray(logits)))
+    assert np.all(weights >= 1) and np.all(weights.sum(0) == 2**14)
+    softmax = np.exp(logits / 256 - (logits / 256).max(0))
+    assert np.abs(weights - 2**14 * softmax / softmax.sum(0)).max() <= 4
+
+
+def test_integer_centre_is_the_exact_rounded_weighted_mean():
+    rng = np.random.default_rng(2)
+    means = rng.integers(-(2**20), 2**20, (3, 4000)).astype(np.int32)
+    logits = rng.integers(-(2**11), 2**11, (3, 4000)).astype(np.int32)
+    scales = rng.integers(2**10, 2**20, (3, 4000)).astype(np.int32)
+    rows = np.asarray(coding.integer_coding_parameters(*map(jnp.asarray, (means, scales, logits)), False))
+    w = rows[2 + 6 : 2 + 9].astype(np.int64)
+    expected = (np.sum(w * means, axis=0) + 2**13) // 2**14
+    np.testing.assert_array_equal(rows[0], expected)
+    np.testing.assert_array_equal(rows[2:5], np.clip(means - expected, -(2**16), 2**16))
+
+
+# --------------------------------------------------------------------------
+# Conversion and bounds.
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transform", list(TRANSFORMS))
+def test_hyper_synthesis_steps_describe_the_module(transform):
+    config = ModelConfig(transform=transform, N=8, M=8)
+    model, params = init_model(config, jax.random.PRNGKey(3))
+    z = jax.random.normal(jax.random.PRNGKey(4), (1, 3, 2, 8)) * 4
+    expected = model.apply(params, z, method=CompressionModel.hyper_synthesis)
+    steps = config.transform_family.hyper_synthesis_steps
+    got = integer_path.float_hyper_synthesis(params, steps, z)[-1]
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-6)
+
+
+@functools.cache
+def trained_codecs(workdir: Path) -> tuple[Codec, Codec]:
+    """(float, integer) codecs of the trained fixture: real latents, unlike a fresh initialization's."""
+    codec = Codec.load(workdir)
+    return codec, codec.with_integer_path(CALIBRATION)
+
+
+def test_converted_path_is_bounded_and_close_to_the_float_parameters(trained_workdir):
+    float_codec, codec = trained_codecs(trained_workdir)
+    bounds = integer_path.check_bounds(codec.integer)
+    assert max(bounds.values()) < 2**31 and len(bounds) == 3 + 1 + 3
+    (_, exact), (_, approx) = float_codec.stage_models(PHOTO), codec.stage_models(PHOTO)
+    rows = [
+        np.concatenate([np.asarray(p)[:, : int(n)] for p, _, n in stages], axis=1)
+        for stages in (exact, approx)
+    ]
+    k = codec.config.num_mixtures
+    error = np.abs(rows[0] - rows[1])
+    means, log_scales = error[2 : 2 + k], error[2 + k : 2 + 2 * k]
+    # In 2^-10 units (measured: medians 4 and 5, 99th percentiles 45 and 35; without the
+    # integer LeakyReLU 390 and 436, 2131 and 2330).
+    for error in (means, log_scales):
+        assert np.median(error) <= 16 and np.percentile(error, 99) <= 128
+
+
+def test_bounds_refuse_a_layer_that_could_overflow():
+    path = integer_codec().integer
+    first = path.network[0]
+    # Every |w| at the int8 limit and a bias near 2^31: a sum could wrap.
+    wide = first._replace(weight=jnp.full_like(first.weight, 127), bias=jnp.full_like(first.bias, 2**31 - 2))
+    with pytest.raises(ValueError, match=r"network0.*2\^31"):
+        integer_path.check_bounds(path._replace(network=(wide, *path.network[1:])))
+
+
+def test_integer_files_round_trip_and_name_their_coder(tmp_path):
+    codec = integer_codec("checkerboard", "mbt2018", rounding="y_minus_mean", mixtures=1)
+    result = codec.compress(PHOTO)
+    assert bitstream.unpack(result.data)[0].coder == bitstream.CODER_RANS_INTEGER
+    np.testing.assert_array_equal(codec.decompress(result.data).y_hat, result.y_hat)
+    path = tmp_path / "m.mscm-model"
+    codec.export(path)
+    loaded = Codec.load(path)
+    assert loaded.fingerprint == codec.fingerprint != loaded.float_fingerprint
+    np.testing.assert_array_equal(loaded.decompress(result.data).y_hat, result.y_hat)
+    float_codec = Codec(codec.config, codec.params, codec.z_cdf)
+    with pytest.raises(bitstream.FormatError, match="integer path"):
+        float_codec.decompress(result.data)
+
+
+def test_an_integer_path_that_could_overflow_is_refused(tmp_path):
+    codec = integer_codec("checkerboard", "mbt2018", rounding="y_minus_mean", mixtures=1)
+    first = codec.integer.hyper[0]
+    wide = first._replace(bias=jnp.full_like(first.bias, 2**31 - 2))
+    with pytest.raises(ValueError, match="hyper0"):
+        Codec(
+            codec.config,
+            codec.params,
+            codec.z_cdf,
+            integer=codec.integer._replace(hyper=(wide, *codec.integer.hyper[1:])),
+        )
+    path = tmp_path / "m.mscm-model"
+    codec.export(path)
+    data = path.read_bytes()
+    content = serialization.msgpack_restore(data[len(model_file.MAGIC) + 1 :])
+    content["integer"]["hyper"]["0"]["bias"] = np.full_like(
+        content["integer"]["hyper"]["0"]["bias"], 2**31 - 2
+    )
+    path.write_bytes(data[: len(model_file.MAGIC) + 1] + serialization.msgpack_serialize(content))
+    with pytest.raises(ModelFileError, match="hyper0"):
+        Codec.load(path)
+
+
+# --------------------------------------------------------------------------
+# Portable files: encoded with one instruction set, decoded with another.
+# --------------------------------------------------------------------------
+
+ISAS = {"default": "", "sse4_2": "--xla_cpu_max_isa=SSE4_2"}
+
+
+def _worker(isa: str, mode: str, root: Path, models: list[str], photos: list[str], cache: Path):
+    env = dict(os.environ, MSCM_JAX_CACHE_DIR=str(cache / isa), XLA_FLAGS=ISAS[isa])
+    run = subprocess.run(
+        [sys.executable, str(WORKER), mode, str(root), isa, json.dumps(models), json.dumps(photos)],
+        capture_output=True, text=True, timeout=1800, env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout
+
+
+def _cross_isa(tmp_path, codecs: dict[str, Codec], photos: list[str]):
+    """Encodes under each ISA, decodes under the other; the same y_hat, pixels within one level."""
+    models = []
+    for name, codec in codecs.items():
+        codec.export(tmp_path / f"{name}.mscm-model")
+        models.append(str(tmp_path / f"{name}.mscm-model"))
+    for mode in ("encode", "decode"):
+        for isa in ISAS:
+            _worker(isa, mode, tmp_path, models, photos, tmp_path / "cache")
+    for model in models:
+        for photo in photos:
+            stem = tmp_path / f"{Path(model).stem}-{photo}"
+            # Either ISA encodes to the same bytes, and each decodes the other's to the same latent.
+            assert Path(f"{stem}.default.mscm").read_bytes() == Path(f"{stem}.sse4_2.mscm").read_bytes()
+            for encoder, decoder in (("default", "sse4_2"), ("sse4_2", "default")):
+                encoded = np.load(f"{stem}.{encoder}.npz")
+                decoded = np.load(f"{stem}.{encoder}-by-{decoder}.npz")
+                np.testing.assert_array_equal(decoded["y_hat"], encoded["y_hat"])
+                assert np.abs(decoded["image"].astype(int) - encoded["image"].astype(int)).max() <= 1
+
+
+def test_integer_files_decode_under_another_instruction_set(trained_workdir, tmp_path):
+    # The trained model's float path does not survive the change of ISA (its files fail to decode).
+    codecs = {
+        "trained": trained_codecs(trained_workdir)[1],
+        "cheng2020-mscm4x4": integer_codec("mscm4x4-paper", "cheng2020-attn"),
+    }
+    _cross_isa(tmp_path, codecs, ["chelsea"])
+
+
+@pytest.mark.slow
+def test_integer_files_decode_under_another_instruction_set_every_schedule_and_family(tmp_path):
+    codecs = {f"{t}-{s}": integer_codec(s, t) for s in BUILTIN_PATTERNS for t in TRANSFORMS}
+    _cross_isa(tmp_path, codecs, ["astronaut", "chelsea", "coffee", "rocket"])
