@@ -1,7 +1,7 @@
 """Rate cost of the integer entropy-parameter path against the float path, per image and in total.
 
     python experiments/integer_rate_cost.py --model workdirs/quickstart --name quickstart
-    python experiments/integer_rate_cost.py --random cheng2020-attn:192:mscm4x4-paper --name authors-4x4-random
+    python experiments/integer_rate_cost.py --random cheng2020-attn:192:mscm4x4-paper --name paper-4x4
 
 Codes every built-in sample photo with the float path (coder 4) and with the
 post-training integer path (coder 5, calibrated on `--calibration-images`
@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         totals += [*bits, *payload]
         mark = " *" if name in calibrated else ""
         size = f"{image.shape[1]}x{image.shape[0]}"
-        print(f"| {name}{mark} | {size} | {bits[0]:.0f} | {bits[1]:.0f} | {100 * (bits[1] / bits[0] - 1):+.3f} % "
-              f"| {payload[0]} | {payload[1]} |")  # fmt: skip
+        cost = 100 * (bits[1] / bits[0] - 1)
+        print(f"| {name}{mark} | {size} | {bits[0]:.0f} | {bits[1]:.0f} | {cost:+.3f} % | {payload[0]} "
+              f"| {payload[1]} |")  # fmt: skip
         rows.append({"image": name, "size": size, "calibration": bool(mark), "float_bits": bits[0],
                      "integer_bits": bits[1], "float_payload_bytes": payload[0],
                      "integer_payload_bytes": payload[1]})  # fmt: skip
