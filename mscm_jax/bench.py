@@ -169,7 +169,7 @@ def bench_coding(args: argparse.Namespace) -> dict:
     import resource
 
     from mscm_jax.codec import Codec
-    from mscm_jax.data import load_image
+    from mscm_jax.data import calibration_images, load_image
     from mscm_jax.models import ModelConfig, init_model
 
     image = _image_of_size(load_image(args.image), args.height, args.width)
@@ -189,8 +189,11 @@ def bench_coding(args: argparse.Namespace) -> dict:
         if args.scale_spread:
             params = _spread_scales(params, args.channels, args.mixtures, *args.scale_spread)
         codecs[name] = Codec(config, params)
-        encoded = codecs[name].compress(image)  # compiles
-        compile_s[name] = encoded.timings.compile + codecs[name].decompress(encoded.data).timings.compile
+        if args.integer:  # the same model with its integer path (calibrated on the sample photos)
+            codecs[f"{name}+int"] = codecs[name].with_integer_path(calibration_images("samples", 2, 256))
+    for name, codec in codecs.items():
+        encoded = codec.compress(image)  # compiles
+        compile_s[name] = encoded.timings.compile + codec.decompress(encoded.data).timings.compile
     runs, y_hats = {name: [] for name in codecs}, {}
     for _ in range(args.repeats):
         for name, codec in codecs.items():
@@ -226,6 +229,13 @@ def bench_coding(args: argparse.Namespace) -> dict:
             f"entropy decoding mscm4x4-paper / checkerboard: {np.median(ratios):.2f} "
             f"(median of {len(ratios)} repeats; {min(ratios):.2f}-{max(ratios):.2f})"
         )
+    for name in [n for n in runs if f"{n}+int" in runs]:
+        ratios = [i["entropy_decoding_s"] / f["entropy_decoding_s"]
+                  for i, f in zip(runs[f"{name}+int"], runs[name], strict=True)]  # fmt: skip
+        report.setdefault("ratio_integer_float", {})[name] = {"median": float(np.median(ratios)),
+                                                              "per_repeat": ratios}  # fmt: skip
+        print(f"entropy decoding {name}, integer path / float path: {np.median(ratios):.2f} "
+              f"({min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
     if args.throughput_schedule in codecs:
         rates = _coder_throughput(codecs[args.throughput_schedule], image)
         report["coder"] = {"schedule": args.throughput_schedule, **rates}
@@ -359,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scales LOW..HIGH across channels: several table widths per stage, as trained "
                    "models have (default: random weights' single width)")  # fmt: skip
     p.add_argument("--throughput-schedule", default="mscm4x4-paper")
+    p.add_argument("--integer", action="store_true",
+                   help="also each schedule with its integer entropy-parameter path (NAME+int)")  # fmt: skip
     return parser
 
 

@@ -42,6 +42,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from mscm_jax.data import load_image, to_float
     from mscm_jax.models import CompressionModel, Mode, ModelConfig, init_model
 
+    if args.integer and not args.model:
+        raise UsageError("--integer needs --model: the integer path is converted from a trained model")
     image = load_image(args.image)
     x = jnp.asarray(to_float(image))[None]
     pixels = image.shape[0] * image.shape[1]
@@ -74,7 +76,24 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         psnr = -10 * np.log10(mse)
         row = (name, len(per_stage), bpp, bpp - z_bpp, z_bpp, psnr, anchors)
         print("{:<16}{:>8}{:>9.4f}{:>9.4f}{:>9.4f}{:>9.2f}{:>11.1f}".format(*row))
+    if args.integer:
+        _print_integer_rate(args.model, image)
     return 0
+
+
+def _print_integer_rate(model: str, image) -> None:
+    """The rate of the float path (what training optimizes, coded) beside the integer path's."""
+    from mscm_jax.codec import Codec
+    from mscm_jax.data import calibration_images
+
+    codec = Codec.load(model)
+    integer = codec.with_integer_path(calibration_images())
+    pixels = image.shape[0] * image.shape[1]
+    rates = [c.compress(image).ideal_bits / pixels for c in (codec, integer)]
+    print(
+        f"coded, information content under the integer models: float path {rates[0]:.4f} bpp, integer path "
+        f"{rates[1]:.4f} bpp ({100 * (rates[1] / rates[0] - 1):+.3f} %; calibrated on the sample photos)"
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -461,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, default=32, help="N = M")
     p.add_argument("--mixtures", type=int, default=3, help="K")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--integer", action="store_true", help="also code with the float and the integer path (needs --model)"
+    )
     p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser(

@@ -232,3 +232,17 @@ def test_integer_files_decode_under_another_instruction_set(trained_workdir, tmp
 def test_integer_files_decode_under_another_instruction_set_every_schedule_and_family(tmp_path):
     codecs = {f"{t}-{s}": integer_codec(s, t) for s in BUILTIN_PATTERNS for t in TRANSFORMS}
     _cross_isa(tmp_path, codecs, ["astronaut", "chelsea", "coffee", "rocket"])
+
+
+def test_cli_exports_the_integer_path(trained_workdir, tmp_path):
+    def cli(*args):
+        cmd = [sys.executable, "-m", "mscm_jax.cli", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+    run = cli("export", str(trained_workdir), "-o", "m.mscm-model", "--integer", "--calibration-images", "1")
+    assert run.returncode == 0, run.stderr
+    assert "integer path calibrated on 1 images" in run.stdout
+    loaded = Codec.load(tmp_path / "m.mscm-model")
+    assert loaded.integer is not None and loaded.coder == bitstream.CODER_RANS_INTEGER
+    run = cli("estimate", "--integer")
+    assert run.returncode == 2 and "--integer needs --model" in run.stderr
