@@ -34,7 +34,7 @@ import numpy as np
 from etils import epath
 
 from mscm_jax import bitstream, coding, integer_path, rans
-from mscm_jax.context import cached_stage_plan, read_stage, write_stage
+from mscm_jax.context import cached_stage_plan, read_stage, tap_groups, write_stage
 from mscm_jax.models import CompressionModel, Mode, ModelConfig, model_fingerprint
 from mscm_jax.schedules import StagePlan
 from mscm_jax.transforms import get_transform_family
@@ -292,12 +292,14 @@ class _Layout:
     """What one image size needs: its stage plan, each stage's kernel and element indices."""
 
     plan: StagePlan
-    kernels: Any  # StageKernel of (S, ...) arrays
+    kernels: tuple  # one StageKernel of (len(group), ...) arrays per group of `context.tap_groups`
     elements: jax.Array  # (S, E) per stage: indices into its flattened (P, 1, h, w, M), padded
     counts: jax.Array  # (S,) elements per stage
     host_counts: np.ndarray
     z_shape: tuple[int, int, int]
     num_symbols: int
+    group: np.ndarray  # (S,) each stage's group of `kernels`
+    slot: np.ndarray  # (S,) its index in the group
 
 
 class Codec:
@@ -417,16 +419,17 @@ class Codec:
                 coding.symbol_checksum(z_symbols.reshape(-1), 0),
             )
 
-        def stage_step(variables, stage, y_hat, hyper, kernels, elements, counts, y, words, state, checksum,
-                       decoding):  # fmt: skip
+        def stage_step(variables, stage, slot, y_hat, hyper, kernels, elements, counts, y, words, state,
+                       checksum, decoding):  # fmt: skip
             """One stage: integer parameters of its elements, their symbols (decoded, or from y), y_hat.
 
-            One program for every stage (the stage index is traced): `kernels`
-            (S, ...) and `elements` (S, E) hold every stage's, E padded with
-            out-of-range indices past `counts[stage]`.
+            One program for every stage of a tap group (the stage index is
+            traced): `kernels` holds the group's, padded to its largest tap
+            count (`slot`: the stage's index in it), `elements` (S, E) every
+            stage's, E padded with out-of-range indices past `counts[stage]`.
             """
             plan = cached_stage_plan(self.schedule, *y_hat.shape[1:3])
-            kernel = jax.tree.map(lambda a: a[stage], kernels)
+            kernel = jax.tree.map(lambda a: a[slot], kernels)
             elements, count = elements[stage], counts[stage]
             valid = jnp.arange(elements.shape[0]) < count
             packed = stage_parameters(variables, stage, y_hat, hyper, kernel)
@@ -503,14 +506,25 @@ class Codec:
             ratio = self.family.hyper_stride // self.family.latent_stride
             z_shape = (latent_shape[0] // ratio, latent_shape[1] // ratio, self.config.N)
             num_symbols = latent_shape[0] * latent_shape[1] * m + int(np.prod(z_shape))
+            group, slot = np.zeros(plan.num_stages, np.int64), np.zeros(plan.num_stages, np.int32)
+            for g, stages in enumerate(tap_groups(plan)):
+                group[list(stages)], slot[list(stages)] = g, np.arange(len(stages))
             self._layouts[latent_shape] = _Layout(
-                plan, kernels, jnp.asarray(stacked), jnp.asarray(counts), counts, z_shape, num_symbols
+                plan,
+                kernels,
+                jnp.asarray(stacked),
+                jnp.asarray(counts),
+                counts,
+                z_shape,
+                num_symbols,
+                group,
+                slot,
             )
         return self._layouts[latent_shape]
 
     def _kernel_variables(self) -> Any:
         """The variables `stage_kernels` splits: the integer path's int8 context weights when it has one."""
-        if self.integer is None or "context_kernel" not in self.params["params"]["context"]:
+        if self.integer is None or "context_kernel" not in self.params["params"].get("context", {}):
             return self.params
         tree = self.params["params"]
         return {
@@ -566,7 +580,8 @@ class Codec:
         for stage in range(layout.plan.num_stages):  # parameters and symbols, in decoding order
             with watch.phase("stage"):
                 y_hat, params, symbols, _, checksum = run(
-                    "stage_step", self._stage_variables, np.int32(stage), y_hat, hyper, layout.kernels,
+                    "stage_step", self._stage_variables, np.int32(stage), layout.slot[stage], y_hat, hyper,
+                    layout.kernels[layout.group[stage]],
                     layout.elements, layout.counts, y, no_words, no_state, checksum, False,
                 )  # fmt: skip
             stages.append((params, symbols, np.int32(layout.host_counts[stage])))
@@ -637,7 +652,8 @@ class Codec:
         for stage in range(layout.plan.num_stages):
             with watch.phase("stage"):
                 y_hat, _, _, state, checksum = run(
-                    "stage_step", self._stage_variables, np.int32(stage), y_hat, hyper, layout.kernels,
+                    "stage_step", self._stage_variables, np.int32(stage), layout.slot[stage], y_hat, hyper,
+                    layout.kernels[layout.group[stage]],
                     layout.elements, layout.counts, no_y, words_on_device, state, checksum, True,
                 )  # fmt: skip
         finished = bool(np.all(np.asarray(state.x) == rans.STATE_LOW)) and int(state.position) == len(words)

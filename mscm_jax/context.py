@@ -98,6 +98,42 @@ def stage_taps(plan: StagePlan, stage: int) -> tuple[np.ndarray, np.ndarray]:
     return taps, mask[:, taps]
 
 
+def tap_groups(plan: StagePlan, max_groups: int = 2) -> tuple[tuple[int, ...], ...]:
+    """The stages in at most `max_groups` groups of similar tap counts, fewest padded taps first.
+
+    A decoder pads each group's kernels to the group's largest tap count, so
+    that one compiled stage program serves the group: more groups read fewer
+    zero taps but compile more programs. Groups are contiguous in tap count
+    (chosen by dynamic programming over the distinct counts); stages that
+    read no taps join the first group (their stage function skips the context).
+    """
+    counts = np.asarray([len(stage_taps(plan, s)[0]) for s in range(plan.num_stages)])
+    values = np.unique(counts[counts > 0])
+    if len(values) == 0:
+        return (tuple(range(plan.num_stages)),)
+    sizes = np.asarray([np.sum(counts == v) for v in values])
+
+    @functools.cache
+    def best(start: int, groups: int) -> tuple[int, tuple[int, ...]]:
+        """(padded taps, group ends) of values[start:] in at most `groups` groups."""
+        if start == len(values):
+            return 0, ()
+        if groups == 1:
+            return int(values[-1] * sizes[start:].sum()), (len(values),)
+        options = []
+        for end in range(start + 1, len(values) + 1):
+            cost, ends = best(end, groups - 1)
+            options.append((int(values[end - 1] * sizes[start:end].sum()) + cost, (end, *ends)))
+        return min(options)
+
+    groups, start = [], 0
+    for end in best(0, max_groups)[1]:
+        low = 0 if start == 0 else values[start - 1] + 1
+        groups.append(tuple(int(s) for s in np.flatnonzero((counts >= low) & (counts <= values[end - 1]))))
+        start = end
+    return tuple(groups)
+
+
 # --------------------------------------------------------------------------
 # Strided (polyphase) reads and writes at traced offsets.
 # --------------------------------------------------------------------------

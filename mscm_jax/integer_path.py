@@ -237,6 +237,8 @@ def _head_exponents(out_channels: int, k: int) -> np.ndarray:
 def _worst_case(layer: IntegerLayer, input_limit: int) -> int:
     """Largest |partial sum| + rounding term over the layer's output channels (and weight sets)."""
     weight = np.abs(np.asarray(layer.weight, np.int64))
+    if weight.size == 0:  # no context weights (`hyperprior`)
+        return 0
     sets = weight.shape[:1] if weight.ndim == 5 else ()  # the context layer: (sets, k, k, M, 2M)
     l1 = weight.reshape(*sets, -1, weight.shape[-1]).sum(-2)
     rounding = (1 << np.maximum(np.asarray(layer.shift, np.int64), 0)) >> 1
@@ -359,8 +361,9 @@ def convert(model, params: Any, images: list[np.ndarray]) -> IntegerPath:
         )
         hyper.append(_finish(pending, np.repeat(exponent, steps[i - 1].shuffle ** 2), limit))
         pending = q
-    context_sets = np.asarray(p["context"].get("context_kernel", np.zeros((0, 5, 5, m, 2 * m))))
-    context_bias = p["context"].get("context_bias")
+    context_params = p.get("context", {})  # none without context weights and parameter network
+    context_sets = np.asarray(context_params.get("context_kernel", np.zeros((0, 5, 5, m, 2 * m))))
+    context_bias = context_params.get("context_bias")
     empty_context = IntegerLayer(np.zeros((0, 5, 5, m, 2 * m), np.int8), np.zeros((0, 2 * m), np.int32),
                                  np.zeros((0, 2 * m), np.int32), np.int32(0))  # fmt: skip
     if not config.entropy_parameter_network:

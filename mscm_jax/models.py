@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mscm_jax.coding import quantize_parameters
-from mscm_jax.context import MultistageContext, StageKernel, read_stage, write_stage
+from mscm_jax.context import MultistageContext, StageKernel, read_stage, tap_groups, write_stage
 from mscm_jax.entropy_models import (
     DeepFactorized,
     GaussianMixtureConditional,
@@ -238,25 +238,30 @@ class CompressionModel(nn.Module):
 
     # -- what the coder needs -------------------------------------------------
 
-    def stage_kernels(self, latent_h: int, latent_w: int) -> StageKernel:
-        """Every stage's context weights at the taps it reads, stacked (S, ...), split once per latent size.
+    def stage_kernels(self, latent_h: int, latent_w: int) -> tuple[StageKernel, ...]:
+        """The stages' context weights at the taps they read, split once per latent size.
 
-        Padded to the largest tap count with zero weights at taps that are
-        context for no entry, so that one compiled stage program serves every
-        stage: the few extra multiplications cost less than compiling and
-        loading one program per tap count (16 for `mscm4x4-paper`).
+        One stack (len(group), ...) per group of `context.tap_groups`, padded to
+        the group's largest tap count with zero weights at taps that are context
+        for no entry, so that one compiled stage program serves a group: a few
+        extra multiplications cost less than compiling and loading one program
+        per tap count (16 for `mscm4x4-paper`).
         """
         kernels = self.context.stage_kernels(latent_h, latent_w)
-        taps = max(k.taps.shape[0] for k in kernels)
 
-        def pad(k: StageKernel) -> StageKernel:
-            extra = taps - k.taps.shape[0]
-            return StageKernel(
-                jnp.pad(k.kernel, ((0, extra), (0, 0), (0, 0))), jnp.pad(k.taps, (0, extra)),
-                jnp.pad(k.context, ((0, 0), (0, extra))),
-            )  # fmt: skip
+        def stack(group: tuple[int, ...]) -> StageKernel:
+            taps = max(kernels[s].taps.shape[0] for s in group)
 
-        return jax.tree.map(lambda *a: jnp.stack(a), *map(pad, kernels))
+            def pad(k: StageKernel) -> StageKernel:
+                extra = taps - k.taps.shape[0]
+                return StageKernel(
+                    jnp.pad(k.kernel, ((0, extra), (0, 0), (0, 0))), jnp.pad(k.taps, (0, extra)),
+                    jnp.pad(k.context, ((0, 0), (0, extra))),
+                )  # fmt: skip
+
+            return jax.tree.map(lambda *a: jnp.stack(a), *[pad(kernels[s]) for s in group])
+
+        return tuple(stack(group) for group in tap_groups(self.context.plan(latent_h, latent_w)))
 
     def stage_coding_parameters(
         self, stage: jax.Array, y_hat: jax.Array, hyper: jax.Array, stage_kernel: StageKernel
@@ -275,7 +280,8 @@ class CompressionModel(nn.Module):
     def stage_variables(variables: Any) -> Any:
         """The few arrays `stage_coding_parameters` reads: passing these, not all of a
         cheng2020 model's ~270, saves the per-call argument handling at every stage."""
-        return {"params": {"context": variables["params"]["context"]}}
+        tree = variables["params"]
+        return {"params": {"context": tree["context"]} if "context" in tree else {}}
 
     def z_coding_reach(self, tail_mass: float) -> jax.Array:
         return self.entropy_bottleneck.coding_reach(tail_mass)

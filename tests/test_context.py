@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mscm_jax.context import EntropyParameters, MultistageContext, stage_taps
+from mscm_jax.context import EntropyParameters, MultistageContext, stage_taps, tap_groups
 from mscm_jax.schedules import BUILTIN_PATTERNS, get_schedule
 
 M = 4
@@ -228,3 +228,20 @@ def test_reading_only_the_context_taps_gives_the_same_parameters(name):
         assert counts == [0, 1, 2, 4, 5, 8, 12, 9, 11, 15, 17, 18, 21, 22, 23, 24]
     if name == "serial":  # every stage shares one kernel object
         assert len({id(k) for k in kernels}) == 1
+
+
+@pytest.mark.parametrize("name", list(BUILTIN_PATTERNS))
+def test_tap_groups_partition_the_stages_with_the_fewest_padded_taps(name):
+    plan = get_schedule(name).stage_plan(16, 20)
+    counts = np.asarray([len(stage_taps(plan, s)[0]) for s in range(plan.num_stages)])
+    groups = tap_groups(plan)
+    assert sorted(s for g in groups for s in g) == list(range(plan.num_stages)) and len(groups) <= 2
+    # Stages without taps skip the context: their padding costs nothing.
+    padded = sum(np.sum(counts[list(g)] > 0) * counts[list(g)].max() for g in groups)
+    # Every split of the distinct tap counts into two contiguous ranges, by brute force
+    # (stages without taps join the first group: their stage function reads none).
+    best = np.sum(counts > 0) * counts.max()
+    for cut in np.unique(counts[counts > 0]):
+        low, high = counts[(counts > 0) & (counts <= cut)], counts[counts > cut]
+        best = min(best, len(low) * low.max() + (len(high) * high.max() if len(high) else 0))
+    assert padded == best

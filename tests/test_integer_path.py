@@ -158,6 +158,18 @@ def test_integer_files_round_trip_and_name_their_coder(tmp_path):
         float_codec.decompress(result.data)
 
 
+def test_mean_scale_hyperprior_without_parameter_network_round_trips_on_both_paths():
+    # CompressAI's mbt2018-mean layout: the hyper-synthesis output is the scales and means.
+    config = ModelConfig(transform="mbt2018", N=8, M=8, num_mixtures=1, schedule="hyperprior",
+                         rounding="y_minus_mean", entropy_parameter_network=False)  # fmt: skip
+    _, params = init_model(config, jax.random.PRNGKey(0))
+    float_codec = Codec(config, spread_latents(params, "mbt2018", 40.0))
+    for codec in (float_codec, float_codec.with_integer_path(CALIBRATION)):
+        result = codec.compress(PHOTO)
+        np.testing.assert_array_equal(codec.decompress(result.data).y_hat, result.y_hat)
+        assert np.abs(result.y_hat).max() >= 2
+
+
 def test_an_integer_path_that_could_overflow_is_refused(tmp_path):
     codec = integer_codec("checkerboard", "mbt2018", rounding="y_minus_mean", mixtures=1)
     first = codec.integer.hyper[0]
