@@ -39,6 +39,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     import jax.numpy as jnp
     import numpy as np
 
+    from mscm_jax import metrics
     from mscm_jax.data import load_image, to_float
     from mscm_jax.models import CompressionModel, Mode, ModelConfig, init_model
 
@@ -70,10 +71,10 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     for name, model, params in models:
         result = jax.jit(lambda p, x, model=model: model.apply(p, x, Mode.EVAL))(params, x)
         bpp, z_bpp = float(result.bpp[0]), float(result.z_bits[0]) / pixels
-        mse = float(jnp.mean((jnp.clip(result.x_hat, 0, 1) - x) ** 2))
+        reconstruction = np.asarray(jnp.clip(result.x_hat[0], 0.0, 1.0))
         per_stage = np.asarray(result.bits_per_stage[0])
         anchors = 100 * per_stage[0] / max(per_stage.sum(), 1e-9)
-        psnr = -10 * np.log10(mse)
+        psnr = metrics.psnr(reconstruction, np.asarray(x[0]), max_value=1.0)
         row = (name, len(per_stage), bpp, bpp - z_bpp, z_bpp, psnr, anchors)
         print("{:<16}{:>8}{:>9.4f}{:>9.4f}{:>9.4f}{:>9.2f}{:>11.1f}".format(*row))
     if args.integer:
@@ -295,10 +296,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_optimize_order(args: argparse.Namespace) -> int:
     import time
 
-    import numpy as np
-
-    from mscm_jax.order_search import OrderScorer, model_latent_moments, raster_pattern, search_order
-    from mscm_jax.schedules import PAPER_4X4_ORDER
+    from mscm_jax.order_search import OrderScorer, model_latent_moments, reference_orders, search_order
 
     n, stages = args.patch, args.stages or args.patch**2
     if n < 1 or not 1 <= stages <= n * n:
@@ -314,14 +312,8 @@ def cmd_optimize_order(args: argparse.Namespace) -> int:
         f"{found.evaluations} pattern evaluations, {found.seconds:.2f} s; latents {latent_seconds:.1f} s"
     )
     print("estimated bits per latent element (linear predictor from visible 5x5 neighbours):")
-    others = [
-        ("raster order" + ("" if stages == n * n else f", {stages} equal groups"), raster_pattern(n, stages))
-    ]
-    if n == 4:
-        paper = np.asarray(PAPER_4X4_ORDER) * stages // 16
-        others.append(("authors' order (mscm4x4-paper)" + ("" if stages == 16 else ", cut"), paper))
     print(f"  {'found':<40}{found.bits:8.4f}")
-    for name, pattern in others:
+    for name, pattern in reference_orders(n, stages):
         bits = scorer.score(pattern)
         change = f"{100 * (found.bits / bits - 1):+.2f} %" if bits > 0 else "n/a (no bits: all-zero latents?)"
         print(f"  {name:<40}{bits:8.4f}   found vs this: {change}")

@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import special
 
-from mscm_jax.schedules import KERNEL_SIZE, get_schedule
+from mscm_jax.schedules import KERNEL_SIZE, PAPER_4X4_ORDER, get_schedule
 
 RATE_MODELS = ("discrete", "gaussian")
 
@@ -320,6 +320,18 @@ def raster_pattern(n: int, stages: int | None = None) -> np.ndarray:
     """Raster order cut into `stages` equal consecutive groups (all n*n stages by default)."""
     stages = n * n if stages is None else stages
     return (np.arange(n * n) * stages // (n * n)).reshape(n, n).astype(np.int32)
+
+
+def reference_orders(n: int, stages: int | None = None) -> list[tuple[str, np.ndarray]]:
+    """The orders a found one is compared with: raster, and for 4x4 patches the authors' (cut to `stages`)."""
+    stages = n * n if stages is None else stages
+    orders = [
+        ("raster order" + ("" if stages == n * n else f", {stages} equal groups"), raster_pattern(n, stages))
+    ]
+    if n == 4:
+        paper = (np.asarray(PAPER_4X4_ORDER) * stages // 16).astype(np.int32)
+        orders.append(("authors' order (mscm4x4-paper)" + ("" if stages == 16 else ", cut"), paper))
+    return orders
 
 
 def model_latent_moments(

@@ -12,6 +12,7 @@ from mscm_jax.order_search import (
     greedy_order,
     group_order,
     raster_pattern,
+    reference_orders,
     search_order,
     stationary_covariance,
     tap_moments,
@@ -158,3 +159,15 @@ def test_bad_inputs_are_errors():
         OrderScorer(stationary_covariance(FIELDS["isotropic"], 2), 2, rate_model="laplace")
     with pytest.raises(ValueError, match=r"1\.\.16 stages"):
         group_order(exact_scorer("isotropic", 4), list(range(16)), 17)
+
+
+def test_reference_orders_are_raster_and_the_authors_cut_to_the_stage_count():
+    assert [name for name, _ in reference_orders(3)] == ["raster order"]
+    (_, raster), (_, paper) = reference_orders(4)
+    np.testing.assert_array_equal(paper, PAPER_4X4_ORDER)
+    np.testing.assert_array_equal(raster, np.arange(16).reshape(4, 4))
+    (_, raster4), (name, paper4) = reference_orders(4, 4)
+    assert name.endswith(", cut") and sorted(np.unique(paper4)) == [0, 1, 2, 3]
+    # Stage s of 16 falls in group s * 4 // 16: the authors' first four stages form group 0.
+    np.testing.assert_array_equal(paper4 == 0, np.asarray(PAPER_4X4_ORDER) < 4)
+    assert np.bincount(raster4.ravel()).tolist() == [4, 4, 4, 4]
