@@ -579,13 +579,21 @@ class Codec:
         y_hat, stages = self._zeros_like(y.shape, y.dtype), []
         for stage in range(layout.plan.num_stages):  # parameters and symbols, in decoding order
             with watch.phase("stage"):
-                y_hat, params, symbols, _, checksum = run(
-                    "stage_step", self._stage_variables, np.int32(stage), layout.slot[stage], y_hat, hyper,
-                    layout.kernels[layout.group[stage]],
-                    layout.elements, layout.counts, y, no_words, no_state, checksum, False,
-                )  # fmt: skip
+                y_hat, params, symbols, _, checksum = self._stage_step(
+                    layout, stage, y_hat, hyper, y, no_words, no_state, checksum, decoding=False
+                )
             stages.append((params, symbols, np.int32(layout.host_counts[stage])))
         return lanes, capacity, y_hat, z_symbols, checksum, stages
+
+    def _stage_step(
+        self, layout: _Layout, stage: int, y_hat, hyper, y, words, state, checksum, decoding: bool
+    ):
+        """The compiled `stage_step` of stage `stage`, with its tap group's kernels: encoding or decoding."""
+        return self._compiled(
+            "stage_step", self._stage_variables, np.int32(stage), layout.slot[stage], y_hat, hyper,
+            layout.kernels[layout.group[stage]], layout.elements, layout.counts, y, words, state, checksum,
+            decoding,
+        )  # fmt: skip
 
     def compress(self, image: np.ndarray) -> CompressResult:
         """Codes an image: uint8 (H, W, 3) (grey and RGBA are converted, with a notice)."""
@@ -651,11 +659,9 @@ class Codec:
         no_y = y_hat
         for stage in range(layout.plan.num_stages):
             with watch.phase("stage"):
-                y_hat, _, _, state, checksum = run(
-                    "stage_step", self._stage_variables, np.int32(stage), layout.slot[stage], y_hat, hyper,
-                    layout.kernels[layout.group[stage]],
-                    layout.elements, layout.counts, no_y, words_on_device, state, checksum, True,
-                )  # fmt: skip
+                y_hat, _, _, state, checksum = self._stage_step(
+                    layout, stage, y_hat, hyper, no_y, words_on_device, state, checksum, decoding=True
+                )
         finished = bool(np.all(np.asarray(state.x) == rans.STATE_LOW)) and int(state.position) == len(words)
         if not finished or int(checksum) != header.symbol_checksum:
             raise coding.CodingError(

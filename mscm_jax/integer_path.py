@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mscm_jax import coding
+from mscm_jax import coding, layers
 from mscm_jax.context import StageKernel, read_stage, stage_context
 from mscm_jax.ops import pixel_shuffle
 from mscm_jax.schedules import StagePlan
@@ -130,7 +130,7 @@ def _patches(x: jax.Array, step: LinearStep) -> jax.Array:
     if step.kind == "deconv":  # a stride-1 convolution over the input dilated by s (layers.ConvTranspose2d)
         b, h, w, c = x.shape
         dilated = jnp.zeros((b, (h - 1) * s + 1, (w - 1) * s + 1, c), x.dtype).at[:, ::s, ::s].set(x)
-        before, after = k - 1 - k // 2, k - 1 - k // 2 + s - 1
+        before, after = layers.transposed_padding(k, s)
         x, s = jnp.pad(dilated, ((0, 0), (before, after), (before, after), (0, 0))), 1
     else:
         x = jnp.pad(x, ((0, 0), (k // 2, k // 2), (k // 2, k // 2), (0, 0)))
@@ -251,7 +251,7 @@ def check_bounds(path: IntegerPath) -> dict[str, int]:
     Also checks the ranges the operations assume: int8 weights, int16 inputs,
     shifts below 31.
     """
-    bounds, limit = {}, int(path.z_limit)
+    bounds = {}
     layers = [(f"hyper{i}", layer) for i, layer in enumerate(path.hyper)]
     limits = [int(path.z_limit)] + [int(layer.limit) for layer in path.hyper[:-1]]
     if path.network:
@@ -320,8 +320,8 @@ def _fit_input(peak: np.ndarray, consumers: list, cap: int, floor: int = -MAX_SH
 
 
 def _bound(q: _Quantized, limit: int) -> int:
-    l1 = np.abs(q.weight.astype(np.int64)).reshape(-1, q.weight.shape[-1]).sum(0)
-    return int(np.max(l1 * limit + np.abs(q.bias)))
+    """`_worst_case` before the output shifts are known (no rounding term)."""
+    return _worst_case(IntegerLayer(q.weight, q.bias, np.zeros_like(q.bias), limit), limit)
 
 
 def _finish(q: _Quantized, out_exponent: np.ndarray, limit: int) -> IntegerLayer:
@@ -343,9 +343,7 @@ def convert(model, params: Any, images: list[np.ndarray]) -> IntegerPath:
     k, m = config.num_mixtures, config.M
 
     def weights(tree, name):
-        node = tree
-        for key in name:
-            node = node[key]
+        node = _node(tree, name)
         return np.asarray(node["kernel"]), np.asarray(node["bias"])
 
     # z_hat -> the hyper-synthesis.
@@ -411,19 +409,18 @@ def _path(z_exponent, z_offset, z_limit, hyper, y_exponent, y_limit, context, ne
     return jax.tree.map(jnp.asarray, path)
 
 
+def _node(tree: Any, name: tuple[str, ...]) -> Any:
+    """The parameters of the layer at path `name` of `tree`."""
+    for key in name:
+        tree = tree[key]
+    return tree
+
+
 def _float_step(x: jax.Array, tree: Any, step: LinearStep) -> jax.Array:
-    """The float convolution `step` (as layers.Conv2d / ConvTranspose2d), before its activation."""
-    node = tree
-    for key in step.name:
-        node = node[key]
-    k, s = step.kernel_size, step.stride
-    if step.kind == "deconv":
-        before, after = k - 1 - k // 2, k - 1 - k // 2 + s - 1
-        options = dict(window_strides=(1, 1), padding=((before, after),) * 2, lhs_dilation=(s, s))
-    else:
-        options = dict(window_strides=(s, s), padding=((k // 2, k // 2),) * 2)
-    y = jax.lax.conv_general_dilated(x, node["kernel"], dimension_numbers=("NHWC", "HWIO", "NHWC"), **options)
-    y = y + node["bias"]
+    """The float convolution `step`, by the Flax layer the model uses, before its activation."""
+    node = _node(tree, step.name)
+    layer = layers.ConvTranspose2d if step.kind == "deconv" else layers.Conv2d
+    y = layer(node["kernel"].shape[-1], step.kernel_size, step.stride).apply({"params": node}, x)
     return pixel_shuffle(y, step.shuffle) if step.shuffle > 1 else y
 
 
@@ -433,7 +430,7 @@ def float_hyper_synthesis(params: Any, steps: tuple[LinearStep, ...], z_hat: jax
     for step in steps:
         y = _float_step(x, params["params"]["h_s"], step)
         outputs.append(y)
-        x = jax.nn.leaky_relu(y, 0.01) if step.activation == "leaky_relu" else y
+        x = layers.leaky_relu(y) if step.activation == "leaky_relu" else y
     return outputs
 
 
@@ -464,7 +461,7 @@ def _calibrate(model, params: Any, images: list[np.ndarray]) -> dict[str, np.nda
         for i in range(3):
             x = x @ net[f"dense{i}"]["kernel"] + net[f"dense{i}"]["bias"]
             out[f"network{i}"] = peak(x)
-            x = jax.nn.leaky_relu(x, 0.01)
+            x = layers.leaky_relu(x)
         return out
 
     run = jax.jit(statistics)

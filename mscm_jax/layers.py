@@ -49,6 +49,13 @@ class Conv2d(nn.Module):
         return y
 
 
+def transposed_padding(kernel_size: int, stride: int) -> tuple[int, int]:
+    """(before, after) zero padding of the `stride`-dilated input with which a stride-1
+    convolution equals `torch.nn.ConvTranspose2d(k, s, padding=k // 2, output_padding=s - 1)`."""
+    before = kernel_size - 1 - kernel_size // 2
+    return before, before + stride - 1
+
+
 class ConvTranspose2d(nn.Module):
     """Transposed convolution matching `torch.nn.ConvTranspose2d(k, s, k//2, s-1)`.
 
@@ -68,8 +75,7 @@ class ConvTranspose2d(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         k, s = self.kernel_size, self.stride
         kernel = self.param("kernel", torch_default_init, (k, k, x.shape[-1], self.features))
-        p = k // 2
-        before, after = k - 1 - p, k - 1 - p + (s - 1)
+        before, after = transposed_padding(k, s)
         y = jax.lax.conv_general_dilated(
             x.astype(self.dtype),
             kernel.astype(self.dtype),

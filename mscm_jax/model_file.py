@@ -96,7 +96,6 @@ def _expected_shapes(config: ModelConfig) -> dict[str, list[int]]:
 def read_model_file(path: str | os.PathLike):
     """The `Codec` of a model file; ModelFileError if it is not a valid one."""
     from mscm_jax.codec import Codec
-    from mscm_jax.models import model_fingerprint
 
     data = epath.Path(path).read_bytes()
     name = os.fspath(path)
@@ -119,18 +118,18 @@ def read_model_file(path: str | os.PathLike):
     params = content["params"]
     if not isinstance(params, dict) or _expected_shapes(config) != _shape_table(params):
         raise ModelFileError(f"{name}: parameters do not match the model config {config}")
-    fingerprint, integer = model_fingerprint(config, params), None
+    integer = None
     if "integer" in content:
         try:
             integer = integer_path.from_state(content["integer"], config)
         except ValueError as e:
             raise ModelFileError(f"{name}: {e}") from None
-        fingerprint = integer_path.integer_fingerprint(fingerprint, integer)
-    if fingerprint != content["fingerprint"]:
-        raise ModelFileError(f"{name}: fingerprint mismatch: the parameters are damaged")
     z_cdf = _z_cdf(content, config, name)
     step = int(content.get("step", -1))
-    return Codec(config, params, z_cdf, source=name, step=None if step < 0 else step, integer=integer)
+    codec = Codec(config, params, z_cdf, source=name, step=None if step < 0 else step, integer=integer)
+    if codec.fingerprint != content["fingerprint"]:  # the Codec computes it once, from what was read
+        raise ModelFileError(f"{name}: fingerprint mismatch: the parameters are damaged")
+    return codec
 
 
 def _z_cdf(content: dict, config: ModelConfig, name: str) -> np.ndarray | None:
