@@ -9,10 +9,10 @@ this script measures both sides here, one after the other:
 
 1. the authors' computation, rebuilt in PyTorch from docs/paper.md's facts
    (`experiments/torch_authors_decode.py`, in the PyTorch venv that
-   `mscm_jax/torch_env/setup_env.sh` makes): hyper-synthesis, synthesis and,
+   `mscm_jax/tools/torch_env/setup_env.sh` makes): hyper-synthesis, synthesis and,
    per stage, the context convolution and entropy-parameter network over the
    whole latent. Without their coder, so a lower bound of their times;
-2. ours: real compress / decompress with the codec (`python -m mscm_jax.bench
+2. ours: real compress / decompress with the codec (`python -m mscm_jax.tools.bench
    coding`) for checkerboard, mscm2x2 and mscm4x4-paper.
 
 Writes `README.md` and `results.json` under `experiments/results/<run-name>/`.
@@ -26,7 +26,7 @@ import os
 import subprocess
 import sys
 
-from mscm_jax import bench, experiment
+from mscm_jax.tools import bench, experiment
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAPER = {  # docs/paper.md, "Timings of the authors' code measured for this project"
@@ -41,7 +41,7 @@ def parse_args(argv):
     p.add_argument("--run-name", required=True, help="results go to <results>/<run-name>/")
     p.add_argument("--results", default=os.path.join(HERE, "results"))
     p.add_argument("--torch-python", default="", help="python of a venv with torch and compressai "
-                   "(default: made by mscm_jax/torch_env/setup_env.sh)")  # fmt: skip
+                   "(default: made by mscm_jax/tools/torch_env/setup_env.sh)")  # fmt: skip
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--width", type=int, default=768)
     p.add_argument("--channels", type=int, default=192, help="N = M")

@@ -15,9 +15,9 @@ import argparse
 
 import numpy as np
 
-from mscm_jax.bench import _image_of_size
-from mscm_jax.codec import Codec
-from mscm_jax.data import load_sample
+from mscm_jax.coding.codec import Codec
+from mscm_jax.tools.bench import _image_of_size
+from mscm_jax.training.data import load_sample
 
 
 def main() -> None:

@@ -39,11 +39,11 @@ def main() -> None:
 
     import jax
 
-    from mscm_jax.bench import _image_of_size, _spread_scales
-    from mscm_jax.codec import Codec
-    from mscm_jax.data import load_sample
-    from mscm_jax.models import ModelConfig, init_model
-    from mscm_jax.transforms import spread_latents
+    from mscm_jax.coding.codec import Codec
+    from mscm_jax.model.compression_model import ModelConfig, init_model
+    from mscm_jax.model.transforms import spread_latents
+    from mscm_jax.tools.bench import _image_of_size, _spread_scales
+    from mscm_jax.training.data import load_sample
 
     if args.model == "cheng2020-192":
         config = ModelConfig(

@@ -35,13 +35,13 @@ import time
 import jax
 import numpy as np
 
-from mscm_jax import evaluate, experiment
-from mscm_jax.codec import Codec, enable_compilation_cache
-from mscm_jax.configs import load_config, to_json
-from mscm_jax.data import SAMPLE_SCENES, to_float
-from mscm_jax.order_search import OrderScorer, model_latent_moments, raster_pattern, search_order
-from mscm_jax.schedules import PAPER_4X4_ORDER
-from mscm_jax.train import load_workdir_params, train
+from mscm_jax.coding.codec import Codec, enable_compilation_cache
+from mscm_jax.model.schedules import PAPER_4X4_ORDER
+from mscm_jax.tools import evaluate, experiment
+from mscm_jax.tools.order_search import OrderScorer, model_latent_moments, raster_pattern, search_order
+from mscm_jax.training.configs import load_config, to_json
+from mscm_jax.training.data import SAMPLE_SCENES, to_float
+from mscm_jax.training.train import load_workdir_params, train
 
 SCHEDULES = ("hyperprior", "checkerboard", "mscm2x2", "mscm3x3", "mscm4x4", "mscm4x4-paper", "optimized4x4",
              "serial")  # fmt: skip
@@ -155,7 +155,7 @@ stream also ends with a range-coder flush (a few bytes), so many-stage schedules
 the model's *estimated bpp* (its forward pass on the same images, rounded latents) does not.
 *vs serial*, *vs checkerboard*: per-seed payload change `rate(seed) / reference(seed) - 1`, mean ± sd over
 the seeds (a seed fixes the batches, the noise and the initial hyperprior weights of every schedule alike,
-so the seeds pair up). Two rules decide whether a difference is a ranking (`mscm_jax/experiment.py`):
+so the seeds pair up). Two rules decide whether a difference is a ranking (`mscm_jax/tools/experiment.py`):
 *unpaired*, the means differ by more than the sum of the two seed sds (the bpp column); *paired*, the mean
 per-seed change exceeds its own sd. A change resolved by neither is marked *(unresolved)*, one resolved by
 the paired rule only *(paired only)*; unmarked changes pass both.

@@ -5,7 +5,7 @@
 1. Entropy decoding (z, hyper-synthesis, every stage: parameters, integer
    CDFs and rANS decoding, on the device) of a 512x768 image per schedule,
    cheng2020-attn N = M = 192, K = 3, random weights with latents and scales
-   spread as `python -m mscm_jax.bench coding --scale-spread 0.2 8` spreads them.
+   spread as `python -m mscm_jax.tools.bench coding --scale-spread 0.2 8` spreads them.
 2. mscm4x4-paper at 512x768 with more rANS lanes: decode time against the
    payload's overhead over the ideal (flush bytes), the trade-off that picks L.
 3. mscm4x4-paper at 3840x2160.
@@ -26,12 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mscm_jax import coding
-from mscm_jax.bench import _image_of_size, _spread_scales
-from mscm_jax.codec import Codec
-from mscm_jax.data import load_sample
-from mscm_jax.models import ModelConfig, init_model
-from mscm_jax.transforms import spread_latents
+from mscm_jax.coding import integer_cdf
+from mscm_jax.coding.codec import Codec
+from mscm_jax.model.compression_model import ModelConfig, init_model
+from mscm_jax.model.transforms import spread_latents
+from mscm_jax.tools.bench import _image_of_size, _spread_scales
+from mscm_jax.training.data import load_sample
 
 
 def _codec(schedule: str, channels: int, lanes: int | None = None, device=None) -> Codec:
@@ -108,8 +108,8 @@ def main() -> None:
     weights = rng.dirichlet(np.ones(3), 200_000).T.astype(np.float32)
     cpu = jax.devices("cpu")[0]
     with jax.default_device(cpu):
-        params = coding.quantize_parameters(*map(jnp.asarray, (means, scales, weights)), True)
-    all_edges = jax.jit(lambda p: coding.mixture_cdf(p, jnp.arange(130)[:, None]))
+        params = integer_cdf.quantize_parameters(*map(jnp.asarray, (means, scales, weights)), True)
+    all_edges = jax.jit(lambda p: integer_cdf.mixture_cdf(p, jnp.arange(130)[:, None]))
     on_cpu = np.asarray(all_edges(jax.device_put(params, cpu)))
     on_device = np.asarray(all_edges(jax.device_put(params, jax.devices()[0])))
     mismatches = int(np.sum(on_cpu != on_device))

@@ -5,15 +5,15 @@
 Both paths of one model (cheng2020-attn N=M=192, mscm4x4-paper, 512x768):
 the float path (coder 4), which is not expected to survive the change of
 device, and the integer path (coder 5), which must decode to the same y_hat.
-The GPU speed of the integer path: `python -m mscm_jax.bench coding --integer`.
+The GPU speed of the integer path: `python -m mscm_jax.tools.bench coding --integer`.
 """
 
 import jax
 import numpy as np
 from gpu_coding import _codec, _image_of_size
 
-from mscm_jax.codec import Codec
-from mscm_jax.data import calibration_images, load_sample
+from mscm_jax.coding.codec import Codec
+from mscm_jax.training.data import calibration_images, load_sample
 
 gpu, cpu = jax.devices()[0], jax.devices("cpu")[0]
 image = _image_of_size(load_sample("astronaut"), 512, 768)

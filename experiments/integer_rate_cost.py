@@ -19,10 +19,10 @@ import sys
 import jax
 import numpy as np
 
-from mscm_jax.codec import Codec
-from mscm_jax.data import SAMPLE_SCENES, calibration_images, load_sample
-from mscm_jax.models import ModelConfig, init_model
-from mscm_jax.transforms import spread_latents
+from mscm_jax.coding.codec import Codec
+from mscm_jax.model.compression_model import ModelConfig, init_model
+from mscm_jax.model.transforms import spread_latents
+from mscm_jax.training.data import SAMPLE_SCENES, calibration_images, load_sample
 
 
 def random_codec(spec: str, latent_scale: float) -> Codec:

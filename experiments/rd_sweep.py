@@ -23,11 +23,11 @@ import os
 import sys
 import time
 
-from mscm_jax import evaluate, experiment
-from mscm_jax.codec import enable_compilation_cache
-from mscm_jax.configs import load_config, to_json
-from mscm_jax.train import train
-from mscm_jax.transforms import TRANSFORMS
+from mscm_jax.coding.codec import enable_compilation_cache
+from mscm_jax.model.transforms import TRANSFORMS
+from mscm_jax.tools import evaluate, experiment
+from mscm_jax.training.configs import load_config, to_json
+from mscm_jax.training.train import train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAPER = os.path.join(os.path.dirname(HERE), "launch", "paper.py")

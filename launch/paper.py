@@ -11,8 +11,8 @@ Argument: SCHEDULE,qQ[,mbt2018]. SCHEDULE is any built-in schedule name; Q in
 tensorflow-datasets (prepare it first, or set --config.data.source=folder:PATH).
 """
 
-from mscm_jax.configs import QUALITY_LAMBDAS, ConfigError, base_config
-from mscm_jax.schedules import BUILTIN_PATTERNS
+from mscm_jax.model.schedules import BUILTIN_PATTERNS
+from mscm_jax.training.configs import QUALITY_LAMBDAS, ConfigError, base_config
 
 # Each family's published settings at quality q: the authors' and CompressAI's models.
 FAMILY_SETTINGS = {

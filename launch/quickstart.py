@@ -7,7 +7,7 @@ At its end it prints the held-out images' bpp and PSNR, coded for real, beside
 WebP's at the nearest bpp on the same images (`--config.compare_with=` to skip).
 """
 
-from mscm_jax.configs import QUALITY_LAMBDAS, base_config
+from mscm_jax.training.configs import QUALITY_LAMBDAS, base_config
 
 
 def get_config():
@@ -25,6 +25,6 @@ def get_config():
         checkpoint_every=200,
     )
     # At the end, `mscm-jax train` codes the held-out images for real and prints the
-    # model's bpp and PSNR beside WebP's at the nearest bpp (mscm_jax.baselines).
+    # model's bpp and PSNR beside WebP's at the nearest bpp (mscm_jax.tools.baselines).
     config.compare_with = "webp"
     return config

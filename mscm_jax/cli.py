@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mscm_jax.schedules import BUILTIN_PATTERNS, ScheduleError, get_schedule
-from mscm_jax.transforms import TRANSFORMS
+from mscm_jax.model.schedules import BUILTIN_PATTERNS, ScheduleError, get_schedule
+from mscm_jax.model.transforms import TRANSFORMS
 
 
 class UsageError(Exception):
@@ -39,9 +39,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from mscm_jax import metrics
-    from mscm_jax.data import load_image, to_float
-    from mscm_jax.models import CompressionModel, Mode, ModelConfig, init_model
+    from mscm_jax.model.compression_model import CompressionModel, Mode, ModelConfig, init_model
+    from mscm_jax.tools import metrics
+    from mscm_jax.training.data import load_image, to_float
 
     if args.integer and not args.model:
         raise UsageError("--integer needs --model: the integer path is converted from a trained model")
@@ -49,7 +49,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     x = jnp.asarray(to_float(image))[None]
     pixels = image.shape[0] * image.shape[1]
     if args.model:
-        from mscm_jax.train import load_workdir_params
+        from mscm_jax.training.train import load_workdir_params
 
         config, params, step = load_workdir_params(args.model)
         models = [(config.schedule, CompressionModel(config), params)]
@@ -84,8 +84,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 def _print_integer_rate(model: str, image) -> None:
     """The rate of the float path (what training optimizes, coded) beside the integer path's."""
-    from mscm_jax.codec import Codec
-    from mscm_jax.data import calibration_images
+    from mscm_jax.coding.codec import Codec
+    from mscm_jax.training.data import calibration_images
 
     codec = Codec.load(model)
     integer = codec.with_integer_path(calibration_images())
@@ -98,7 +98,7 @@ def _print_integer_rate(model: str, image) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mscm_jax.configs import load_config
+    from mscm_jax.training.configs import load_config
 
     if args.distributed:
         import jax
@@ -116,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(**kwargs)
     config = load_config(args.config, args.overrides)
-    from mscm_jax.train import train
+    from mscm_jax.training.train import train
 
     summary = train(config, args.workdir, progress=not args.no_progress)
     ev = summary.last_eval
@@ -134,7 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"held-out: loss {ev['loss']:.4f}, bpp {ev['bpp']:.4f} (estimated), PSNR {ev['psnr']:.2f} dB")
     baseline = config.get("compare_with", "")
     if baseline and summary.process_index == 0:
-        from mscm_jax.baselines import heldout_comparison
+        from mscm_jax.tools.baselines import heldout_comparison
 
         print("\n".join(heldout_comparison(config, args.workdir, baseline).lines()))
     return 0
@@ -191,8 +191,8 @@ def _for_each(items, work) -> int:
 def cmd_compress(args: argparse.Namespace) -> int:
     import warnings
 
-    from mscm_jax.codec import Codec, enable_compilation_cache
-    from mscm_jax.data import load_image
+    from mscm_jax.coding.codec import Codec, enable_compilation_cache
+    from mscm_jax.training.data import load_image
 
     enable_compilation_cache()
     codec = Codec.load(args.model)
@@ -225,7 +225,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 def _store_model(codec, path: str, source: str) -> None:
     """Makes `codec`'s model findable by fingerprint (model_store); a failure is only a warning."""
-    from mscm_jax.model_store import ModelStore
+    from mscm_jax.coding.model_store import ModelStore
 
     store = ModelStore()
     model_file = path if os.path.isfile(path) else None
@@ -240,8 +240,8 @@ def _store_model(codec, path: str, source: str) -> None:
 def cmd_decompress(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from mscm_jax.codec import Codec, enable_compilation_cache
-    from mscm_jax.model_store import ModelStore
+    from mscm_jax.coding.codec import Codec, enable_compilation_cache
+    from mscm_jax.coding.model_store import ModelStore
 
     enable_compilation_cache()
     given = Codec.load(args.model) if args.model else None
@@ -271,14 +271,14 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from mscm_jax.codec import Codec
+    from mscm_jax.coding.codec import Codec
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
     codec = Codec.load(args.workdir)
     if args.integer:
-        from mscm_jax.data import calibration_images
+        from mscm_jax.training.data import calibration_images
 
         images = calibration_images(args.calibration, args.calibration_images)
         codec = codec.with_integer_path(images)
@@ -296,7 +296,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_optimize_order(args: argparse.Namespace) -> int:
     import time
 
-    from mscm_jax.order_search import OrderScorer, model_latent_moments, reference_orders, search_order
+    from mscm_jax.tools.order_search import OrderScorer, model_latent_moments, reference_orders, search_order
 
     n, stages = args.patch, args.stages or args.patch**2
     if n < 1 or not 1 <= stages <= n * n:
@@ -326,8 +326,8 @@ def cmd_optimize_order(args: argparse.Namespace) -> int:
 def cmd_import_torch(args: argparse.Namespace) -> int:
     import time
 
-    from mscm_jax.codec import MODEL_FILE_SUFFIX, Codec
-    from mscm_jax.torch_import import convert_state_dict, import_checkpoint, load_state_dict
+    from mscm_jax.coding.codec import MODEL_FILE_SUFFIX, Codec
+    from mscm_jax.tools.torch_import import convert_state_dict, import_checkpoint, load_state_dict
 
     if args.output.endswith(MODEL_FILE_SUFFIX):  # one exported file instead of a workdir
         start = time.perf_counter()
@@ -356,7 +356,7 @@ def cmd_import_torch(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from mscm_jax.model_store import ModelStore, listing_lines
+    from mscm_jax.coding.model_store import ModelStore, listing_lines
 
     store = ModelStore()
     if args.action == "add":
@@ -381,7 +381,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def add_import_torch_parser(sub) -> None:
-    from mscm_jax.torch_import import ARCHS
+    from mscm_jax.tools.torch_import import ARCHS
 
     p = sub.add_parser(
         "import-torch",
@@ -401,13 +401,13 @@ def add_import_torch_parser(sub) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from mscm_jax.evaluate import evaluate_models, load_images, summary_lines, write_results_json
+    from mscm_jax.tools.evaluate import evaluate_models, load_images, summary_lines, write_results_json
 
     if bool(args.model) == bool(args.codec):
         raise UsageError("give --model (repeatable) or --codec, not both")
     json_args = {"name": args.name}
     if args.codec:
-        from mscm_jax import baselines
+        from mscm_jax.tools import baselines
 
         baselines.check_codec(args.codec)  # before loading images: a missing codec is one line
         images = load_images(args.images, args.max_images)
@@ -419,7 +419,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "conventions": baselines.BASELINE_CONVENTIONS,
         }
     else:
-        from mscm_jax.codec import enable_compilation_cache
+        from mscm_jax.coding.codec import enable_compilation_cache
 
         if args.qualities:
             raise UsageError("--qualities goes with --codec")
@@ -435,7 +435,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from mscm_jax.plot import bd_rate_rows, bd_table_lines, find_anchor, load_curves, plot_rd
+    from mscm_jax.tools.plot import bd_rate_rows, bd_table_lines, find_anchor, load_curves, plot_rd
 
     curves = load_curves(args.results)
     anchor = find_anchor(curves, args.anchor)
@@ -581,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 
-    from mscm_jax.bd_rate import METHODS
+    from mscm_jax.tools.bd_rate import METHODS
 
     p = sub.add_parser("plot", help="RD curves (bpp vs PSNR and MS-SSIM dB) of results JSONs and BD-rates")
     p.add_argument("results", nargs="+", help="evaluation results JSON files, one curve each")
@@ -597,8 +597,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """The errors that are the user's to fix, reported in one line; anything else (a bug, a JAX
     runtime failure) keeps its traceback. Evaluated only when an exception propagates, so that
     `decompress` does not import the training stack."""
-    from mscm_jax.torch_checkpoint import TorchMissingError
-    from mscm_jax.train import TrainingError
+    from mscm_jax.tools.torch_checkpoint import TorchMissingError
+    from mscm_jax.training.train import TrainingError
 
     return UsageError, ScheduleError, ValueError, FileNotFoundError, TrainingError, TorchMissingError
 

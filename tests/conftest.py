@@ -24,9 +24,9 @@ if "MSCM_JAX_MODELS" not in os.environ:
 
 import pytest
 
-from mscm_jax.configs import load_config
-from mscm_jax.experiment import torch_reference_python
-from mscm_jax.train import train
+from mscm_jax.tools.experiment import torch_reference_python
+from mscm_jax.training.configs import load_config
+from mscm_jax.training.train import train
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.py")
 
@@ -35,9 +35,9 @@ def untrained_workdir(path: Path, overrides: list[str], seed: int = 0) -> Path:
     """A training workdir of the tiny config with one checkpoint at initialization (no training)."""
     import jax
 
-    from mscm_jax import train as training
-    from mscm_jax.configs import model_config
-    from mscm_jax.models import CompressionModel
+    from mscm_jax.model.compression_model import CompressionModel
+    from mscm_jax.training import train as training
+    from mscm_jax.training.configs import model_config
 
     config = load_config(TINY, overrides)
     workdir = training.absolute_workdir(path)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mscm_jax.codec import Codec, enable_compilation_cache
-from mscm_jax.data import load_sample
+from mscm_jax.coding.codec import Codec, enable_compilation_cache
+from mscm_jax.training.data import load_sample
 
 
 def main(mode: str, root: str, isa: str, models: str, photos: str) -> None:

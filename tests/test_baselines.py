@@ -13,13 +13,13 @@ import pytest
 from conftest import untrained_workdir
 from PIL import Image
 
-from mscm_jax import baselines, evaluate
-from mscm_jax.bd_rate import bd_rate
 from mscm_jax.cli import main
-from mscm_jax.configs import load_config
-from mscm_jax.data import load_sample
-from mscm_jax.metrics import rgb_metrics
-from mscm_jax.plot import load_curve, ms_ssim_db
+from mscm_jax.tools import baselines, evaluate
+from mscm_jax.tools.bd_rate import bd_rate
+from mscm_jax.tools.metrics import rgb_metrics
+from mscm_jax.tools.plot import load_curve, ms_ssim_db
+from mscm_jax.training.configs import load_config
+from mscm_jax.training.data import load_sample
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.py")
 QUICKSTART = str(Path(__file__).parent.parent / "launch" / "quickstart.py")
@@ -186,7 +186,7 @@ def test_the_model_is_shown_beside_the_nearest_baseline_rate(image_dir):
 
 def test_train_prints_the_comparison_of_a_run(tmp_path, monkeypatch, capsys):
     """The quickstart's config asks for it; `train` prints it for the real workdir and images."""
-    from mscm_jax import train
+    from mscm_jax.training import train
 
     assert load_config(QUICKSTART).compare_with == "webp"
     overrides = ["--config.model.num_mixtures=1", "--config.model.schedule=checkerboard",
@@ -199,7 +199,7 @@ def test_train_prints_the_comparison_of_a_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train, "train", lambda *args, **kwargs: summary)  # the run itself is not under test
     tiny_with_webp = tmp_path / "tiny_webp.py"
     tiny_with_webp.write_text(
-        "from mscm_jax.configs import load_config\n\n\ndef get_config():\n"
+        "from mscm_jax.training.configs import load_config\n\n\ndef get_config():\n"
         f"    config = load_config({TINY!r})\n    config.compare_with = 'webp'\n    return config\n"
     )
     assert main(["train", "--config", str(tiny_with_webp), "--workdir", str(workdir), *overrides]) == 0
@@ -207,7 +207,7 @@ def test_train_prints_the_comparison_of_a_run(tmp_path, monkeypatch, capsys):
     images = baselines.heldout_images(config)
     assert [n for n, _ in images] == ["chelsea", "stereo_motorcycle:left"]
     assert all(im.shape == (48, 48, 3) for _, im in images)
-    from mscm_jax.codec import Codec
+    from mscm_jax.coding.codec import Codec
 
     model = evaluate.evaluate_codec(Codec.load(workdir), images)
     assert "held-out, coded for real: 2 images (chelsea, stereo_motorcycle:left; 48x48)" in out

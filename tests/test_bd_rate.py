@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mscm_jax.bd_rate import BDRateError, bd_psnr, bd_rate, bd_rate_table
+from mscm_jax.tools.bd_rate import BDRateError, bd_psnr, bd_rate, bd_rate_table
 
 # JCTVC-E137 curve pairs (rate, PSNR) with the BD-rates of the JCT-VC PCHIP
 # sheet, as published in Netflix/vmaf python/test/bd_rate_calculator_test.py

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mscm_jax import bench
+from mscm_jax.tools import bench
 
 
 def test_scale_spread_sets_only_the_scale_biases():

@@ -6,8 +6,8 @@ import zlib
 
 import pytest
 
-from mscm_jax import bitstream
-from mscm_jax.bitstream import FileHeader, FormatError
+from mscm_jax.coding import bitstream
+from mscm_jax.coding.bitstream import FileHeader, FormatError
 
 HEADER = FileHeader(
     fingerprint=bytes(range(16)), height=300, width=451, pattern=((0, 2), (3, 1)), lanes=3,

@@ -44,7 +44,7 @@ def test_console_entry_point_and_missing_file():
 
 def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys):
     from mscm_jax import cli
-    from mscm_jax.train import TrainingError
+    from mscm_jax.training.train import TrainingError
 
     def fails_with(error):
         def command(args):

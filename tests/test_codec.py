@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mscm_jax import bitstream
-from mscm_jax.codec import Codec
-from mscm_jax.coding import CodingError
-from mscm_jax.data import load_sample
-from mscm_jax.entropy_models import factorized_likelihood
-from mscm_jax.model_file import ModelFileError
-from mscm_jax.models import ModelConfig, init_model
-from mscm_jax.schedules import BUILTIN_PATTERNS
-from mscm_jax.transforms import spread_latents
+from mscm_jax.coding import bitstream
+from mscm_jax.coding.codec import Codec
+from mscm_jax.coding.integer_cdf import CodingError
+from mscm_jax.coding.model_file import ModelFileError
+from mscm_jax.model.compression_model import ModelConfig, init_model
+from mscm_jax.model.entropy_models import factorized_likelihood
+from mscm_jax.model.schedules import BUILTIN_PATTERNS
+from mscm_jax.model.transforms import spread_latents
+from mscm_jax.training.data import load_sample
 
 PHOTO = load_sample("chelsea")[:100, :140]  # odd size: a 2 x 3 z, a 8 x 12 latent
 REJECTED = (bitstream.FormatError, CodingError)

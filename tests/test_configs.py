@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from mscm_jax.configs import QUALITY_LAMBDAS, ConfigError, load_config
+from mscm_jax.training.configs import QUALITY_LAMBDAS, ConfigError, load_config
 
 LAUNCH = Path(__file__).resolve().parent.parent / "launch"
 

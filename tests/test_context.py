@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mscm_jax.context import EntropyParameters, MultistageContext, stage_taps, tap_groups
-from mscm_jax.schedules import BUILTIN_PATTERNS, get_schedule
+from mscm_jax.model.context import EntropyParameters, MultistageContext, stage_taps, tap_groups
+from mscm_jax.model.schedules import BUILTIN_PATTERNS, get_schedule
 
 M = 4
 OUT = 2 * M

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mscm_jax.data import SAMPLE_SCENES, load_sample, read_image, to_rgb
+from mscm_jax.training.data import SAMPLE_SCENES, load_sample, read_image, to_rgb
 
 
 def test_sample_scenes_keep_stereo_views_together():
@@ -38,7 +38,7 @@ def test_read_image_converts_with_notice(tmp_path):
 
 # -- training sources and the loader -------------------------------------------
 
-from mscm_jax.data import BatchLoader, FolderSource, SampleSource, open_sources, random_crop  # noqa: E402
+from mscm_jax.training.data import BatchLoader, FolderSource, SampleSource, open_sources, random_crop  # noqa: E402
 
 
 def test_samples_split_by_scene():

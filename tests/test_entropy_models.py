@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
-from mscm_jax.entropy_models import (
+from mscm_jax.model.entropy_models import (
     DeepFactorized,
     GaussianMixtureConditional,
     factorized_likelihood,
@@ -12,7 +12,7 @@ from mscm_jax.entropy_models import (
     gaussian_conditional,
     gaussian_mass,
 )
-from mscm_jax.ops import QuantizationMode, lower_bound, quantize
+from mscm_jax.model.ops import QuantizationMode, lower_bound, quantize
 
 INTEGERS = jnp.arange(-600, 601, dtype=jnp.float32)
 

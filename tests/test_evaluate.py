@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mscm_jax import evaluate
 from mscm_jax.cli import main
-from mscm_jax.codec import Codec
-from mscm_jax.data import load_sample
-from mscm_jax.metrics import rgb_metrics
+from mscm_jax.coding.codec import Codec
+from mscm_jax.tools import evaluate
+from mscm_jax.tools.metrics import rgb_metrics
+from mscm_jax.training.data import load_sample
 
 
 @pytest.fixture(scope="module")

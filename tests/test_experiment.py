@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mscm_jax import experiment
-from mscm_jax.data import load_sample
-from mscm_jax.evaluate import ImageResult, ModelResult
-from mscm_jax.train import load_workdir_params
+from mscm_jax.tools import experiment
+from mscm_jax.tools.evaluate import ImageResult, ModelResult
+from mscm_jax.training.data import load_sample
+from mscm_jax.training.train import load_workdir_params
 
 EXPERIMENTS = Path(__file__).parent.parent / "experiments"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mscm_jax import bitstream
-from mscm_jax.codec import Codec
+from mscm_jax.coding import bitstream
+from mscm_jax.coding.codec import Codec
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from mscm_jax import bitstream, coding, integer_path, model_file
-from mscm_jax.codec import Codec
-from mscm_jax.data import load_sample
-from mscm_jax.model_file import ModelFileError
-from mscm_jax.models import CompressionModel, ModelConfig, init_model
-from mscm_jax.schedules import BUILTIN_PATTERNS
-from mscm_jax.transforms import TRANSFORMS, spread_latents
+from mscm_jax.coding import bitstream, integer_cdf, integer_path, model_file
+from mscm_jax.coding.codec import Codec
+from mscm_jax.coding.model_file import ModelFileError
+from mscm_jax.model.compression_model import CompressionModel, ModelConfig, init_model
+from mscm_jax.model.schedules import BUILTIN_PATTERNS
+from mscm_jax.model.transforms import TRANSFORMS, spread_latents
+from mscm_jax.training.data import load_sample
 
 PHOTO = load_sample("chelsea")[:100, :140]
 CALIBRATION = [load_sample("astronaut")[:128, :128], load_sample("coffee")[:128, :128]]
@@ -70,12 +70,14 @@ def test_integer_dense_layer_equals_int64_reference():
 
 def test_integer_log_scale_and_softmax_follow_their_definitions():
     rng = np.random.default_rng(1)
-    scale = np.concatenate([rng.integers(coding.SCALE_FLOOR, 2**24, 5000), [1, coding.SCALE_FLOOR, 2**24]])
-    got = np.asarray(coding.integer_log_scale(jnp.asarray(scale, jnp.int32))) + coding.LOG_SCALE_MIN
-    ideal = np.log(np.maximum(scale, coding.SCALE_FLOOR) / 2**16) * 1024
-    assert np.abs(got - np.clip(ideal, coding.LOG_SCALE_MIN, coding.LOG_SCALE_MAX)).max() <= 1.0
+    scale = np.concatenate(
+        [rng.integers(integer_cdf.SCALE_FLOOR, 2**24, 5000), [1, integer_cdf.SCALE_FLOOR, 2**24]]
+    )
+    got = np.asarray(integer_cdf.integer_log_scale(jnp.asarray(scale, jnp.int32))) + integer_cdf.LOG_SCALE_MIN
+    ideal = np.log(np.maximum(scale, integer_cdf.SCALE_FLOOR) / 2**16) * 1024
+    assert np.abs(got - np.clip(ideal, integer_cdf.LOG_SCALE_MIN, integer_cdf.LOG_SCALE_MAX)).max() <= 1.0
     logits = rng.integers(-(2**12), 2**12, (3, 5000)).astype(np.int32)
-    weights = np.asarray(coding.integer_weights(jnp.asarray(logits)))
+    weights = np.asarray(integer_cdf.integer_weights(jnp.asarray(logits)))
     assert np.all(weights >= 1) and np.all(weights.sum(0) == 2**14)
     softmax = np.exp(logits / 256 - (logits / 256).max(0))
     assert np.abs(weights - 2**14 * softmax / softmax.sum(0)).max() <= 4
@@ -86,7 +88,9 @@ def test_integer_centre_is_the_exact_rounded_weighted_mean():
     means = rng.integers(-(2**20), 2**20, (3, 4000)).astype(np.int32)
     logits = rng.integers(-(2**11), 2**11, (3, 4000)).astype(np.int32)
     scales = rng.integers(2**10, 2**20, (3, 4000)).astype(np.int32)
-    rows = np.asarray(coding.integer_coding_parameters(*map(jnp.asarray, (means, scales, logits)), False))
+    rows = np.asarray(
+        integer_cdf.integer_coding_parameters(*map(jnp.asarray, (means, scales, logits)), False)
+    )
     w = rows[2 + 6 : 2 + 9].astype(np.int64)
     expected = (np.sum(w * means, axis=0) + 2**13) // 2**14
     np.testing.assert_array_equal(rows[0], expected)

@@ -2,8 +2,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mscm_jax.layers import GDN, Conv2d, ConvTranspose2d, gdn, invert_gdn
-from mscm_jax.ops import pixel_shuffle
+from mscm_jax.model.layers import GDN, Conv2d, ConvTranspose2d, gdn, invert_gdn
+from mscm_jax.model.ops import pixel_shuffle
 
 
 def test_inverse_gdn_inverts_gdn():

@@ -7,7 +7,7 @@ import pytest
 import skimage.data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from mscm_jax.metrics import MS_SSIM_MIN_SIDE, ms_ssim, psnr, rgb_metrics, ssim, to_8bit
+from mscm_jax.tools.metrics import MS_SSIM_MIN_SIDE, ms_ssim, psnr, rgb_metrics, ssim, to_8bit
 
 # Reference values printed by tests/reference/msssim_reference.py, run with
 # pytorch_msssim 1.0.0, torch 2.13.0+cpu, scikit-image 0.26.0, numpy 2.4.6

@@ -14,12 +14,13 @@ import pytest
 from conftest import untrained_workdir
 from PIL import Image
 
-from mscm_jax import model_store, torch_import
 from mscm_jax.cli import main
-from mscm_jax.codec import Codec
-from mscm_jax.data import load_sample
-from mscm_jax.model_store import CorruptEntryError, ModelNotFoundError, ModelStore, ModelStoreError
-from mscm_jax.models import ModelConfig, init_model
+from mscm_jax.coding import model_store
+from mscm_jax.coding.codec import Codec
+from mscm_jax.coding.model_store import CorruptEntryError, ModelNotFoundError, ModelStore, ModelStoreError
+from mscm_jax.model.compression_model import ModelConfig, init_model
+from mscm_jax.tools import torch_import
+from mscm_jax.training.data import load_sample
 
 CONFIG = ModelConfig(transform="mbt2018", N=4, M=4, num_mixtures=1, schedule="checkerboard")
 

@@ -5,7 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from mscm_jax.order_search import (
+from mscm_jax.model.schedules import PAPER_4X4_ORDER, get_schedule
+from mscm_jax.tools.order_search import (
     OrderScorer,
     conditional_variance,
     gaussian_bits,
@@ -17,7 +18,6 @@ from mscm_jax.order_search import (
     stationary_covariance,
     tap_moments,
 )
-from mscm_jax.schedules import PAPER_4X4_ORDER, get_schedule
 
 
 def exponential_covariance(row_scale, col_scale, nugget=0.02):

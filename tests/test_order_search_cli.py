@@ -9,11 +9,17 @@ import pytest
 from PIL import Image
 
 from mscm_jax.cli import main
-from mscm_jax.configs import load_config
-from mscm_jax.models import CompressionModel
-from mscm_jax.schedules import get_schedule
-from mscm_jax.train import checkpoint_manager, init_state, model_config, prepare_workdir, save_checkpoint
-from mscm_jax.transforms import spread_latents
+from mscm_jax.model.compression_model import CompressionModel
+from mscm_jax.model.schedules import get_schedule
+from mscm_jax.model.transforms import spread_latents
+from mscm_jax.training.configs import load_config
+from mscm_jax.training.train import (
+    checkpoint_manager,
+    init_state,
+    model_config,
+    prepare_workdir,
+    save_checkpoint,
+)
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.py")
 

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mscm_jax import coding, rans
+from mscm_jax.coding import integer_cdf, rans
 
-_cdf_tables = jax.jit(lambda p: coding.mixture_cdf(p, jnp.arange(130)[:, None]).T)  # (E, 130)
+_cdf_tables = jax.jit(lambda p: integer_cdf.mixture_cdf(p, jnp.arange(130)[:, None]).T)  # (E, 130)
 
 
 # --------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def reference_decode(words, segments, lanes):
 def _jax_encode(lanes, segments):
     state = rans.new_encoder(lanes, sum(rans.max_words(len(q)) for _, q in segments))
     for params, offsets in reversed(segments):
-        state = rans.encode_segment(state, offsets, params, coding.mixture_cdf, coding.half_widths)
+        state = rans.encode_segment(state, offsets, params, integer_cdf.mixture_cdf, integer_cdf.half_widths)
     return rans.flush(state), state.overflow
 
 
@@ -117,7 +117,9 @@ def _jax_encode(lanes, segments):
 def _jax_decode(lanes, words, segments):
     state, out = rans.new_decoder(words, lanes), []
     for params in segments:
-        state, offsets = rans.decode_segment(state, words, params, coding.mixture_cdf, coding.half_widths)
+        state, offsets = rans.decode_segment(
+            state, words, params, integer_cdf.mixture_cdf, integer_cdf.half_widths
+        )
         out.append(offsets)
     return out, rans.decoder_finished(state, words)
 
@@ -129,7 +131,9 @@ def _segments(rng, sizes):
         means = rng.normal(0, 3, (3, size)).astype(np.float32)
         scales = np.exp(rng.uniform(np.log(0.11), np.log(30), (3, size))).astype(np.float32)
         weights = rng.dirichlet(np.ones(3), size).T.astype(np.float32)
-        params = np.asarray(coding.quantize_parameters(*map(jnp.asarray, (means, scales, weights)), True))
+        params = np.asarray(
+            integer_cdf.quantize_parameters(*map(jnp.asarray, (means, scales, weights)), True)
+        )
         offsets = np.round(rng.normal(0, 1, size) * scales[0] + means[0] - params[0] / 1024).astype(np.int32)
         far = rng.random(size) < 0.05
         offsets[far] = rng.choice([-1, 1], far.sum()) * rng.integers(64, 2**23, far.sum())

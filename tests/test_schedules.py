@@ -3,8 +3,8 @@ import re
 import numpy as np
 import pytest
 
-from mscm_jax import schedules
-from mscm_jax.schedules import (
+from mscm_jax.model import schedules
+from mscm_jax.model.schedules import (
     BUILTIN_PATTERNS,
     PAPER_4X4_ORDER,
     Schedule,

@@ -1,4 +1,4 @@
-"""Import of PyTorch checkpoints (mscm_jax.torch_import), issue 6.
+"""Import of PyTorch checkpoints (mscm_jax.tools.torch_import), issue 6.
 
 - Parity with CompressAI 1.2.8 (`mbt2018`, `mbt2018-mean`, `cheng2020-attn`):
   a separate PyTorch venv (tests/torch_reference/setup_env.sh, made on first
@@ -30,12 +30,12 @@ import pytest
 from PIL import Image
 
 from mscm_jax.cli import main
-from mscm_jax.codec import Codec
-from mscm_jax.context import StageKernel, stage_context
-from mscm_jax.models import CompressionModel, Mode
-from mscm_jax.schedules import get_schedule
-from mscm_jax.torch_checkpoint import load_state_dict, unwrap_state_dict
-from mscm_jax.torch_import import (
+from mscm_jax.coding.codec import Codec
+from mscm_jax.model.compression_model import CompressionModel, Mode
+from mscm_jax.model.context import StageKernel, stage_context
+from mscm_jax.model.schedules import get_schedule
+from mscm_jax.tools.torch_checkpoint import load_state_dict, unwrap_state_dict
+from mscm_jax.tools.torch_import import (
     ARCHS,
     UNUSED_MULTISTAGE,
     CheckpointMismatchError,
@@ -43,7 +43,7 @@ from mscm_jax.torch_import import (
     entries_for,
     normalize_keys,
 )
-from mscm_jax.train import load_workdir_params
+from mscm_jax.training.train import load_workdir_params
 
 HERE = pathlib.Path(__file__).parent / "torch_reference"
 

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mscm_jax.configs import load_config
-from mscm_jax.train import TrainingError, load_workdir_params, train
+from mscm_jax.training.configs import load_config
+from mscm_jax.training.train import TrainingError, load_workdir_params, train
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.py")
 REPO = Path(__file__).resolve().parent.parent
@@ -90,9 +90,9 @@ def test_freeze_ema_and_gradient_accumulation(tmp_path):
     })  # fmt: skip
     summary = train(config, tmp_path / "frozen", progress=False)
     # Same seed, same init: the frozen groups equal a fresh init's.
-    from mscm_jax.configs import model_config
-    from mscm_jax.models import CompressionModel
-    from mscm_jax.train import init_state
+    from mscm_jax.model.compression_model import CompressionModel
+    from mscm_jax.training.configs import model_config
+    from mscm_jax.training.train import init_state
 
     fresh, _ = init_state(CompressionModel(model_config(config)), config.train,
                           jax.random.split(jax.random.PRNGKey(0))[0], 32)  # fmt: skip
@@ -110,7 +110,7 @@ def test_freeze_ema_and_gradient_accumulation(tmp_path):
 
 
 def test_bad_configs_are_clear(tmp_path):
-    from mscm_jax.configs import ConfigError
+    from mscm_jax.training.configs import ConfigError
 
     with pytest.raises(ConfigError, match="multiple of grad_accum_steps"):
         tiny(**{"train.grad_accum_steps": 3})
@@ -124,8 +124,8 @@ def test_bad_configs_are_clear(tmp_path):
 # is then saved): a run to be pre-empted at a known point.
 PAUSE_AFTER_STEP_2 = """
 import sys, time
-from mscm_jax.configs import load_config
-from mscm_jax.train import open_data, train
+from mscm_jax.training.configs import load_config
+from mscm_jax.training.train import open_data, train
 
 config = load_config(sys.argv[1], [])
 

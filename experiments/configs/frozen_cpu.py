@@ -10,7 +10,7 @@ the paper's scale (cheng2020-attn, N = M = 128..192, 256x256 crops, ~1M steps
 on tens of thousands of images).
 """
 
-from mscm_jax.configs import QUALITY_LAMBDAS, base_config
+from mscm_jax.training.configs import QUALITY_LAMBDAS, base_config
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """A tiny model for training tests: compiles in seconds, a step in milliseconds."""
 
-from mscm_jax.configs import base_config
+from mscm_jax.training.configs import base_config
 
 
 def get_config():

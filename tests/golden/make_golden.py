@@ -13,10 +13,10 @@ import jax
 import numpy as np
 from PIL import Image
 
-from mscm_jax.codec import Codec
-from mscm_jax.data import load_sample
-from mscm_jax.models import ModelConfig, init_model
-from mscm_jax.transforms import spread_latents
+from mscm_jax.coding.codec import Codec
+from mscm_jax.model.compression_model import ModelConfig, init_model
+from mscm_jax.model.transforms import spread_latents
+from mscm_jax.training.data import load_sample
 
 HERE = Path(__file__).parent
 

@@ -10,7 +10,7 @@ meets in practice (step tensors, betas tuples, None and inf values).
 
 Usage: authors_checkpoint.py STATE.npz OUT.pth.tar READ.npz [--prefix module.]
 Reads STATE.npz (key -> array), writes OUT.pth.tar, reads it back with
-mscm_jax/torch_checkpoint.py (by path: the package needs JAX) and writes what
+mscm_jax/tools/torch_checkpoint.py (by path: the package needs JAX) and writes what
 it read to READ.npz.
 """
 

@@ -14,7 +14,7 @@ a few units, scales lifted above their bound), then on one fixed image:
 
 Writes OUT/state_dict.pth.tar (a training-style checkpoint: nested under
 "state_dict", keys prefixed "module."), OUT/state_dict.npz (that file as read
-by mscm_jax/torch_checkpoint.py, loaded here by path since JAX is absent) and
+by mscm_jax/tools/torch_checkpoint.py, loaded here by path since JAX is absent) and
 OUT/reference.npz (arrays NHWC).
 """
 
@@ -106,9 +106,9 @@ class Capture(torch.nn.Module):
 
 
 def load_reader():
-    """mscm_jax/torch_checkpoint.py by path (the package __init__ needs JAX)."""
+    """mscm_jax/tools/torch_checkpoint.py by path (the package __init__ needs JAX)."""
     spec = importlib.util.spec_from_file_location(
-        "torch_checkpoint", REPO / "mscm_jax" / "torch_checkpoint.py"
+        "torch_checkpoint", REPO / "mscm_jax" / "tools" / "torch_checkpoint.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -69,7 +69,9 @@ class DecoderState(NamedTuple):
 
 # Compiled programs that take or return coder states can be kept on disk (`jax.export`).
 for _state in (EncoderState, DecoderState):
-    jax.export.register_namedtuple_serialization(_state, serialized_name=f"mscm_jax.rans.{_state.__name__}")
+    jax.export.register_namedtuple_serialization(
+        _state, serialized_name=f"mscm_jax.coding.rans.{_state.__name__}"
+    )
 
 
 def new_encoder(lanes: int, capacity: int) -> EncoderState:

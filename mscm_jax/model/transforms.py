@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mscm_jax.layers import (
+from mscm_jax.model.layers import (
     GDN,
     AttentionBlock,
     Conv2d,
@@ -36,11 +36,15 @@ from mscm_jax.layers import (
 )
 
 
-class Mbt2018Analysis(nn.Module):
+class Transform(nn.Module):
+    """A transform of a family: N and M channel counts, and its compute dtype."""
+
     N: int
     M: int
     dtype: jnp.dtype = jnp.float32
 
+
+class Mbt2018Analysis(Transform):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         d = self.dtype
@@ -49,11 +53,7 @@ class Mbt2018Analysis(nn.Module):
         return Conv2d(self.M, 5, 2, dtype=d, name="conv3")(x)
 
 
-class Mbt2018Synthesis(nn.Module):
-    N: int
-    M: int
-    dtype: jnp.dtype = jnp.float32
-
+class Mbt2018Synthesis(Transform):
     @nn.compact
     def __call__(self, y: jax.Array) -> jax.Array:
         d = self.dtype
@@ -63,11 +63,7 @@ class Mbt2018Synthesis(nn.Module):
         return ConvTranspose2d(3, 5, 2, dtype=d, name="deconv3")(y)
 
 
-class Mbt2018HyperAnalysis(nn.Module):
-    N: int
-    M: int
-    dtype: jnp.dtype = jnp.float32
-
+class Mbt2018HyperAnalysis(Transform):
     @nn.compact
     def __call__(self, y: jax.Array) -> jax.Array:
         d = self.dtype
@@ -76,11 +72,7 @@ class Mbt2018HyperAnalysis(nn.Module):
         return Conv2d(self.N, 5, 2, dtype=d, name="conv2")(z)
 
 
-class Mbt2018HyperSynthesis(nn.Module):
-    N: int
-    M: int
-    dtype: jnp.dtype = jnp.float32
-
+class Mbt2018HyperSynthesis(Transform):
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
         d = self.dtype
@@ -89,11 +81,7 @@ class Mbt2018HyperSynthesis(nn.Module):
         return Conv2d(self.M * 2, 3, 1, dtype=d, name="conv2")(h)
 
 
-class Cheng2020Analysis(nn.Module):
-    N: int
-    M: int
-    dtype: jnp.dtype = jnp.float32
-
+class Cheng2020Analysis(Transform):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         d, n = self.dtype, self.N
@@ -108,11 +96,7 @@ class Cheng2020Analysis(nn.Module):
         return AttentionBlock(d, name="attn1")(x)
 
 
-class Cheng2020Synthesis(nn.Module):
-    N: int
-    M: int
-    dtype: jnp.dtype = jnp.float32
-
+class Cheng2020Synthesis(Transform):
     @nn.compact
     def __call__(self, y: jax.Array) -> jax.Array:
         d, n = self.dtype, self.N
@@ -128,11 +112,7 @@ class Cheng2020Synthesis(nn.Module):
         return SubpelConv(3, 2, d, name="up3")(y)
 
 
-class Cheng2020HyperAnalysis(nn.Module):
-    N: int
-    M: int
-    dtype: jnp.dtype = jnp.float32
-
+class Cheng2020HyperAnalysis(Transform):
     @nn.compact
     def __call__(self, y: jax.Array) -> jax.Array:
         d, n = self.dtype, self.N
@@ -142,11 +122,7 @@ class Cheng2020HyperAnalysis(nn.Module):
         return Conv2d(n, 3, 2, dtype=d, name="conv4")(z)
 
 
-class Cheng2020HyperSynthesis(nn.Module):
-    N: int
-    M: int
-    dtype: jnp.dtype = jnp.float32
-
+class Cheng2020HyperSynthesis(Transform):
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
         d, m = self.dtype, self.M

@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import special
 
-from mscm_jax.schedules import KERNEL_SIZE, PAPER_4X4_ORDER, get_schedule
+from mscm_jax.model.schedules import KERNEL_SIZE, PAPER_4X4_ORDER, get_schedule
 
 RATE_MODELS = ("discrete", "gaussian")
 
@@ -347,10 +347,10 @@ def model_latent_moments(
     """
     import jax
 
-    from mscm_jax.data import to_float
-    from mscm_jax.evaluate import load_images
-    from mscm_jax.models import CompressionModel
-    from mscm_jax.train import load_workdir_params
+    from mscm_jax.model.compression_model import CompressionModel
+    from mscm_jax.tools.evaluate import load_images
+    from mscm_jax.training.data import to_float
+    from mscm_jax.training.train import load_workdir_params
 
     config, params, step = load_workdir_params(workdir)
     model = CompressionModel(config)

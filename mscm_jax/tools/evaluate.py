@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from mscm_jax.metrics import MS_SSIM_MIN_SIDE, rgb_metrics
+from mscm_jax.tools.metrics import MS_SSIM_MIN_SIDE, rgb_metrics
 
 # Per-image fields averaged into `results`, under CompressAI's names where it has one.
 RESULT_KEYS = {
@@ -112,7 +112,7 @@ def load_images(spec: str, max_images: int = 0) -> list[tuple[str, np.ndarray]]:
     `samples:chelsea,stereo_motorcycle`); otherwise a folder of PNG/JPEG files,
     searched recursively, in sorted order. `max_images` > 0 keeps the first ones.
     """
-    from mscm_jax.data import SAMPLE_SCENES, FolderSource, load_sample
+    from mscm_jax.training.data import SAMPLE_SCENES, FolderSource, load_sample
 
     if spec == "samples" or spec.startswith("samples:"):
         scenes = [s for s in spec.partition(":")[2].split(",") if s] or list(SAMPLE_SCENES)
@@ -175,7 +175,7 @@ def evaluate_models(
     """Loads each model (workdir or .mscm-model) and evaluates it on `images`, in the order given."""
     from tqdm import tqdm
 
-    from mscm_jax.codec import Codec
+    from mscm_jax.coding.codec import Codec
 
     models = list(models)
     out = []

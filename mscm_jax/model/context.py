@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mscm_jax.layers import leaky_relu, torch_default_init
-from mscm_jax.schedules import Schedule, StagePlan
+from mscm_jax.model.layers import leaky_relu, torch_default_init
+from mscm_jax.model.schedules import Schedule, StagePlan
 
 
 @functools.lru_cache(maxsize=64)
@@ -81,7 +81,9 @@ class StageKernel(NamedTuple):
         return cls.of_window(plan, kernels[jnp.asarray(plan.weight_index)[stage]], stage)
 
 
-jax.export.register_namedtuple_serialization(StageKernel, serialized_name="mscm_jax.context.StageKernel")
+jax.export.register_namedtuple_serialization(
+    StageKernel, serialized_name="mscm_jax.model.context.StageKernel"
+)
 
 
 def stage_taps(plan: StagePlan, stage: int) -> tuple[np.ndarray, np.ndarray]:

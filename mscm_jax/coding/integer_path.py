@@ -29,7 +29,7 @@ power of two, a rounding, a clip.
 
 The outputs are the entropy parameters on the coding grid (means in 2^-10,
 scales in 2^-16, mixture logits in 2^-8), from which
-`coding.integer_coding_parameters` builds the integer parameter rows.
+`integer_cdf.integer_coding_parameters` builds the integer parameter rows.
 """
 
 from __future__ import annotations
@@ -42,11 +42,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mscm_jax import coding, layers
-from mscm_jax.context import StageKernel, read_stage, stage_context
-from mscm_jax.ops import pixel_shuffle
-from mscm_jax.schedules import StagePlan
-from mscm_jax.transforms import LinearStep
+from mscm_jax.coding import integer_cdf
+from mscm_jax.model import layers
+from mscm_jax.model.context import StageKernel, read_stage, stage_context
+from mscm_jax.model.ops import pixel_shuffle
+from mscm_jax.model.schedules import StagePlan
+from mscm_jax.model.transforms import LinearStep
 
 WEIGHT_LIMIT = 127  # int8 weights
 MAX_ACTIVATION_BITS = 15  # int16 activations
@@ -56,7 +57,7 @@ MAX_SHIFT = 30
 LEAKY_SLOPE, LEAKY_BITS = 655, 16  # LeakyReLU slope 0.01 ~ 655 / 2^16
 HEADROOM = 2.0  # calibrated maxima use half the range
 MAX_EXPONENT = 24  # exponents of channels that were always zero in calibration
-Z_MAX_EXPONENT, Y_MAX_EXPONENT = 16, coding.PARAM_BITS  # y_hat lies on the 2^-10 grid
+Z_MAX_EXPONENT, Y_MAX_EXPONENT = 16, integer_cdf.PARAM_BITS  # y_hat lies on the 2^-10 grid
 
 
 class IntegerLayer(NamedTuple):
@@ -93,7 +94,7 @@ class IntegerPath(NamedTuple):
 
 for _cls in (IntegerLayer, IntegerPath):
     jax.export.register_namedtuple_serialization(
-        _cls, serialized_name=f"mscm_jax.integer_path.{_cls.__name__}"
+        _cls, serialized_name=f"mscm_jax.coding.integer_path.{_cls.__name__}"
     )
 
 
@@ -192,8 +193,9 @@ def stage_parameters(
 ) -> jax.Array:
     """Integer coding parameters (2 + 3K, P, B, h, w, M) of stage `stage`'s elements.
 
-    The integer counterpart of `CompressionModel.stage_coding_parameters`;
-    `kernel` holds the stage's int8 context weights (`StageKernel`).
+    The integer counterpart of `CompressionModel.stage_entropy_parameters`
+    followed by `integer_cdf.quantize_parameters`; `kernel` holds the stage's
+    int8 context weights (`StageKernel`).
     """
     features = read_stage(plan, hyper, stage)
     if path.network:
@@ -219,13 +221,13 @@ def _coding_parameters(outputs: jax.Array, k: int, round_centre: bool) -> jax.Ar
     m = outputs.shape[-1] // (chunks * k)
     parts = jnp.moveaxis(outputs.reshape(*outputs.shape[:-1], chunks, k, m), (-3, -2), (0, 1))
     logits = parts[2] if k > 1 else jnp.zeros_like(parts[1])
-    return coding.integer_coding_parameters(parts[1], parts[0], logits, round_centre)
+    return integer_cdf.integer_coding_parameters(parts[1], parts[0], logits, round_centre)
 
 
 def _head_exponents(out_channels: int, k: int) -> np.ndarray:
     """The last layer's output exponents: scales in 2^-16, means in 2^-10, logits in 2^-8."""
     chunks = 2 if k == 1 else 3
-    bits = (coding.SCALE_BITS, coding.PARAM_BITS, coding.LOGIT_BITS)[:chunks]
+    bits = (integer_cdf.SCALE_BITS, integer_cdf.PARAM_BITS, integer_cdf.LOGIT_BITS)[:chunks]
     return np.repeat(np.asarray(bits, np.int64), out_channels // chunks)
 
 
@@ -436,7 +438,7 @@ def float_hyper_synthesis(params: Any, steps: tuple[LinearStep, ...], z_hat: jax
 
 def _calibrate(model, params: Any, images: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Per-channel largest |value| of every tensor the integer path quantizes, over `images`."""
-    from mscm_jax.models import CompressionModel
+    from mscm_jax.model.compression_model import CompressionModel
 
     config = model.config
     steps = config.transform_family.hyper_synthesis_steps

@@ -33,9 +33,15 @@ from etils import epath
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mscm_jax.configs import ConfigError, model_config, param_groups, to_json, validate
-from mscm_jax.data import BatchLoader, centre_crop, open_sources, to_float
-from mscm_jax.models import CompressionModel, Mode, ModelConfig, init_params, model_fingerprint
+from mscm_jax.model.compression_model import (
+    CompressionModel,
+    Mode,
+    ModelConfig,
+    init_params,
+    model_fingerprint,
+)
+from mscm_jax.training.configs import ConfigError, model_config, param_groups, to_json, validate
+from mscm_jax.training.data import BatchLoader, centre_crop, open_sources, to_float
 
 
 class TrainingError(RuntimeError):

@@ -34,12 +34,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mscm_jax.evaluate import ModelResult
-from mscm_jax.schedules import get_schedule
-from mscm_jax.transforms import get_transform_family
+from mscm_jax.model.schedules import get_schedule
+from mscm_jax.model.transforms import get_transform_family
+from mscm_jax.tools.evaluate import ModelResult
 
 PAPER_ORDER = ("serial", "mscm4x4", "mscm2x2", "checkerboard", "hyperprior")  # the paper's bpp ranking
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def torch_reference_python(timeout: float = 1500) -> str:
@@ -55,7 +55,7 @@ def torch_reference_python(timeout: float = 1500) -> str:
     # Concurrent callers (pytest-xdist workers): one makes the venv, the others wait, since the
     # script starts by removing a partial one.
     with (
-        importlib.resources.as_file(importlib.resources.files("mscm_jax") / "torch_env") as torch_env,
+        importlib.resources.as_file(importlib.resources.files("mscm_jax.tools") / "torch_env") as torch_env,
         open(f"{venv}.lock", "w") as lock,
     ):
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -318,7 +318,7 @@ def bd_rate_markdown(curves: dict[str, tuple[Sequence[float], Sequence[float]]],
     """A markdown table of BD-rate (PCHIP, `bd_rate.bd_rate_table`) of each curve vs the anchor."""
     import warnings
 
-    from mscm_jax.bd_rate import bd_rate_table
+    from mscm_jax.tools.bd_rate import bd_rate_table
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -1,8 +1,8 @@
 """Benchmarks that print figures (speed goals live here, not in tests).
 
-    python -m mscm_jax.bench stages [--height 512 --width 768 --channels 192]
-    python -m mscm_jax.bench train-step [--schedules mscm4x4-paper checkerboard]
-    python -m mscm_jax.bench coding [--schedules hyperprior checkerboard ...]
+    python -m mscm_jax.tools.bench stages [--height 512 --width 768 --channels 192]
+    python -m mscm_jax.tools.bench train-step [--schedules mscm4x4-paper checkerboard]
+    python -m mscm_jax.tools.bench coding [--schedules hyperprior checkerboard ...]
 
 `stages`: warm wall time of the entropy-parameter computation of *all* stages
 of a schedule (context + parameter network, one jitted call per stage, as the
@@ -30,10 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mscm_jax.context import MultistageContext
-from mscm_jax.entropy_models import GaussianMixtureConditional
-from mscm_jax.schedules import get_schedule
-from mscm_jax.transforms import TRANSFORMS, spread_latents
+from mscm_jax.model.context import MultistageContext
+from mscm_jax.model.entropy_models import GaussianMixtureConditional
+from mscm_jax.model.schedules import get_schedule
+from mscm_jax.model.transforms import TRANSFORMS, spread_latents
 
 
 def _flops(compiled) -> float:
@@ -102,9 +102,9 @@ def bench_train_step(transform: str, schedule: str, channels: int, batch: int, c
     """Warm train-step time of one configuration, in this process."""
     import resource
 
-    from mscm_jax.configs import base_config
-    from mscm_jax.models import CompressionModel, ModelConfig
-    from mscm_jax.train import init_state, make_train_step
+    from mscm_jax.model.compression_model import CompressionModel, ModelConfig
+    from mscm_jax.training.configs import base_config
+    from mscm_jax.training.train import init_state, make_train_step
 
     config = base_config()
     config.train.batch_size = batch
@@ -168,9 +168,9 @@ def bench_coding(args: argparse.Namespace) -> dict:
     """
     import resource
 
-    from mscm_jax.codec import Codec
-    from mscm_jax.data import calibration_images, load_image
-    from mscm_jax.models import ModelConfig, init_model
+    from mscm_jax.coding.codec import Codec
+    from mscm_jax.model.compression_model import ModelConfig, init_model
+    from mscm_jax.training.data import calibration_images, load_image
 
     image = _image_of_size(load_image(args.image), args.height, args.width)
     spread = "; scales {:g}-{:g} across channels".format(*args.scale_spread) if args.scale_spread else ""
@@ -259,7 +259,7 @@ def _coder_throughput(codec, image: np.ndarray) -> dict:
     then looked up), and constriction's range decoder alone on the same
     integer tables (built beforehand, one call per table width; no escapes).
     """
-    from mscm_jax import coding, rans
+    from mscm_jax.coding import integer_cdf, rans
 
     try:
         import constriction
@@ -269,7 +269,7 @@ def _coder_throughput(codec, image: np.ndarray) -> dict:
     lanes, stages = codec.stage_models(image)  # each stage's models and symbols, as the encoder has them
     lazy = jax.jit(
         lambda words, params: rans.decode_segment(
-            rans.new_decoder(words, lanes), words, params, coding.mixture_cdf, coding.half_widths
+            rans.new_decoder(words, lanes), words, params, integer_cdf.mixture_cdf, integer_cdf.half_widths
         )[1]
     )
 
@@ -279,7 +279,9 @@ def _coder_throughput(codec, image: np.ndarray) -> dict:
         return jnp.take_along_axis(model[1:], edge, axis=0)
 
     def materialized(words, params):
-        tables = coding.mixture_cdf(params, jnp.arange(2 * coding.MAX_HALF_WIDTH + 2)[:, None])  # (130, E)
+        tables = integer_cdf.mixture_cdf(
+            params, jnp.arange(2 * integer_cdf.MAX_HALF_WIDTH + 2)[:, None]
+        )  # (130, E)
         models = jnp.concatenate([params[1:2], tables])
         return rans.decode_segment(
             rans.new_decoder(words, lanes), words, models, table_cdf, lambda m: 1 << m[0]
@@ -292,8 +294,8 @@ def _coder_throughput(codec, image: np.ndarray) -> dict:
                 rans.new_encoder(lanes, rans.max_words(symbols.shape[0])),
                 symbols,
                 params,
-                coding.mixture_cdf,
-                coding.half_widths,
+                integer_cdf.mixture_cdf,
+                integer_cdf.half_widths,
             )
         )
     )
@@ -314,13 +316,15 @@ def _coder_throughput(codec, image: np.ndarray) -> dict:
         if constriction is None:
             continue
         # constriction: the same integer tables as probabilities, grouped by width, decoded in one call each.
-        tables = np.asarray(coding.mixture_cdf(params, jnp.arange(2 * coding.MAX_HALF_WIDTH + 2)[:, None])).T
+        tables = np.asarray(
+            integer_cdf.mixture_cdf(params, jnp.arange(2 * integer_cdf.MAX_HALF_WIDTH + 2)[:, None])
+        ).T
         host_params, host_symbols = np.asarray(params), np.asarray(symbols)
         widths = 1 << host_params[1]
         calls, encoder = [], constriction.stream.queue.RangeEncoder()
         for t in np.unique(widths):
             index = np.flatnonzero(widths == t)
-            pmf = np.diff(tables[index, : 2 * t + 2], axis=1).astype(np.float32) / coding.TOTAL
+            pmf = np.diff(tables[index, : 2 * t + 2], axis=1).astype(np.float32) / integer_cdf.TOTAL
             pmf = np.ascontiguousarray(pmf)
             bins = (np.clip(host_symbols[index], -t, t) + t).astype(np.int32)
             model = constriction.stream.model.Categorical(perfect=False)
@@ -335,8 +339,10 @@ def _coder_throughput(codec, image: np.ndarray) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `python -m mscm_jax.bench` command line (experiments reuse its `coding` arguments)."""
-    parser = argparse.ArgumentParser(prog="python -m mscm_jax.bench", description=__doc__.split("\n")[0])
+    """The `python -m mscm_jax.tools.bench` command line (experiments reuse its `coding` arguments)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mscm_jax.tools.bench", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="bench", required=True)
     p = sub.add_parser("stages", help="entropy-parameter time of all stages per schedule")
     p.add_argument("--schedules", nargs="+", default=["checkerboard", "mscm2x2", "mscm4x4", "serial"])
@@ -422,7 +428,8 @@ def _train_step_main(args: argparse.Namespace) -> int:
     header = ("schedule", "step s", "images/s", "first step s", "peak RSS GiB")
     print("{:<16}{:>9}{:>10}{:>14}{:>14}".format(*header))
     for schedule in args.schedules:
-        cmd = [sys.executable, "-m", "mscm_jax.bench", "train-step", "--in-process", "--schedules", schedule,
+        cmd = [sys.executable, "-m", "mscm_jax.tools.bench", "train-step", "--in-process",
+               "--schedules", schedule,
                "--transform", args.transform, "--channels", str(args.channels), "--batch", str(args.batch),
                "--crop", str(args.crop), "--steps", str(args.steps)]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout

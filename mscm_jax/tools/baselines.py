@@ -26,8 +26,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mscm_jax.evaluate import CONVENTIONS, ImageResult, ModelResult
-from mscm_jax.metrics import rgb_metrics
+from mscm_jax.tools.evaluate import CONVENTIONS, ImageResult, ModelResult
+from mscm_jax.tools.metrics import rgb_metrics
 
 # name -> (Pillow format, display name, Pillow feature naming its library)
 CODECS = {"jpeg": ("JPEG", "JPEG", "jpg"), "webp": ("WEBP", "WebP", "webp"), "avif": ("AVIF", "AVIF", "avif")}
@@ -177,7 +177,7 @@ def baseline_json_description(name: str, results: Sequence[ModelResult]) -> str:
 
 def heldout_images(config) -> list[tuple[str, np.ndarray]]:
     """The held-out images a training run evaluates on, as uint8: the same sources, centre crops, count."""
-    from mscm_jax.data import centre_crop, open_sources
+    from mscm_jax.training.data import centre_crop, open_sources
 
     d = config.data
     _, source = open_sources(d.source, d.eval_source, tuple(d.eval_scenes), d.include_textures,
@@ -266,8 +266,8 @@ def compare_at_nearest_bpp(
 
 def heldout_comparison(config, workdir, name: str = "webp") -> Comparison:
     """The workdir's model coded for real on the run's held-out images, beside `name` (default WebP)."""
-    from mscm_jax.codec import Codec, enable_compilation_cache
-    from mscm_jax.evaluate import evaluate_codec
+    from mscm_jax.coding.codec import Codec, enable_compilation_cache
+    from mscm_jax.tools.evaluate import evaluate_codec
 
     enable_compilation_cache()
     images = heldout_images(config)

@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mscm_jax.models import CompressionModel, Mode, ModelConfig
-from mscm_jax.torch_checkpoint import load_state_dict
+from mscm_jax.model.compression_model import CompressionModel, Mode, ModelConfig
+from mscm_jax.tools.torch_checkpoint import load_state_dict
 
 Array = np.ndarray
 StateDict = dict[str, Array]
@@ -499,8 +499,8 @@ class ImportResult:
 def write_workdir(workdir: str | os.PathLike, config: ModelConfig, params: Any, origin: dict) -> str:
     """A workdir every command reads (`train.load_workdir_params`): config.json,
     an Orbax checkpoint at step 0 (fresh optimizer state) and `imported_from.json`."""
-    from mscm_jax.configs import base_config
-    from mscm_jax.train import (
+    from mscm_jax.training.configs import base_config
+    from mscm_jax.training.train import (
         TrainState,
         absolute_workdir,
         checkpoint_manager,

@@ -22,7 +22,7 @@ import os
 import warnings
 from collections.abc import Sequence
 
-from mscm_jax.bd_rate import BDRateError, bd_rate
+from mscm_jax.tools.bd_rate import BDRateError, bd_rate
 
 
 def ms_ssim_db(value: float | None) -> float | None:

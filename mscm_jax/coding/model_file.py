@@ -6,9 +6,9 @@ with dtype and shape; no pickle, so reading a file cannot run code):
 
     config        JSON of the ModelConfig (transform, N, M, K, schedule, rounding, ...)
     schedule      the stage pattern as JSON (null for serial), for readers of the file
-    fingerprint   sha256 hex of config + parameters (`models.model_fingerprint`)
+    fingerprint   sha256 hex of config + parameters (`compression_model.model_fingerprint`)
     params        the parameter tree (float32 arrays)
-    z_cdf         (N, 2T+2) int32: z's integer CDF tables (`coding.quantize_pmf`), so
+    z_cdf         (N, 2T+2) int32: z's integer CDF tables (`integer_cdf.quantize_pmf`), so
                   that every decoder codes z with the very tables of the encoder
     coder         the file format and coder id the tables are for
     integer       optional: the integer entropy-parameter path (`integer_path.to_state`:
@@ -31,8 +31,8 @@ import numpy as np
 from etils import epath
 from flax import serialization
 
-from mscm_jax import bitstream, coding, integer_path
-from mscm_jax.models import ModelConfig, init_model
+from mscm_jax.coding import bitstream, integer_cdf, integer_path
+from mscm_jax.model.compression_model import ModelConfig, init_model
 
 MAGIC = b"MSCM-MODEL\0\0"
 VERSION = 1
@@ -79,7 +79,7 @@ def _expected_shapes(config: ModelConfig) -> dict[str, list[int]]:
     Tracing the model's initialization takes a second or more, a good part of
     a cold start: the table is kept beside the compiled programs.
     """
-    from mscm_jax.codec import _write_atomically, artifact_path
+    from mscm_jax.coding.codec import _write_atomically, artifact_path
 
     path = artifact_path("shapes", json.dumps(config.to_dict(), sort_keys=True), ".json")
     if path is not None and path.exists():
@@ -95,7 +95,7 @@ def _expected_shapes(config: ModelConfig) -> dict[str, list[int]]:
 
 def read_model_file(path: str | os.PathLike):
     """The `Codec` of a model file; ModelFileError if it is not a valid one."""
-    from mscm_jax.codec import Codec
+    from mscm_jax.coding.codec import Codec
 
     data = epath.Path(path).read_bytes()
     name = os.fspath(path)
@@ -140,12 +140,12 @@ def _z_cdf(content: dict, config: ModelConfig, name: str) -> np.ndarray | None:
         pmf = np.asarray(content["z_tables"]["pmf"], np.float32)
         if pmf.ndim != 2 or pmf.shape[0] != config.N or not np.all(np.isfinite(pmf)) or np.any(pmf < 0):
             raise ModelFileError(f"{name}: damaged z tables (shape {pmf.shape})")
-        return coding.quantize_pmf(pmf)
+        return integer_cdf.quantize_pmf(pmf)
     cdf = np.asarray(content["z_cdf"])
-    widths = (2 * np.arange(coding.MAX_HALF_WIDTH + 1) + 2).tolist()
+    widths = (2 * np.arange(integer_cdf.MAX_HALF_WIDTH + 1) + 2).tolist()
     valid = (
         cdf.dtype == np.int32 and cdf.ndim == 2 and cdf.shape[0] == config.N and cdf.shape[1] in widths
-        and np.all(cdf[:, 0] == 0) and np.all(cdf[:, -1] == coding.TOTAL)
+        and np.all(cdf[:, 0] == 0) and np.all(cdf[:, -1] == integer_cdf.TOTAL)
         and np.all(np.diff(cdf, axis=1) >= 1)
     )  # fmt: skip
     if not valid:

@@ -12,7 +12,7 @@ All integers little-endian; `varint` is unsigned LEB128 (at most 5 bytes).
     height, width    varint   image size in pixels (1 .. MAX_SIDE each)
     schedule         u8 n, then n*n bytes: the stage pattern (n = 0: serial)
     lanes            varint   interleaved rANS lanes L (1 .. rans.MAX_LANES)
-    symbol checksum  u32      of every decoded symbol (`coding.symbol_checksum`)
+    symbol checksum  u32      of every decoded symbol (`integer_cdf.symbol_checksum`)
     payload          one rANS stream of 16-bit words: z, then every stage of y
     file checksum    u32      CRC32 of every byte before it
 
@@ -29,7 +29,7 @@ import zlib
 
 import numpy as np
 
-from mscm_jax import rans
+from mscm_jax.coding import rans
 
 MAGIC = b"MSCM"
 FORMAT_VERSION = 2

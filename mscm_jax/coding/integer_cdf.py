@@ -84,8 +84,8 @@ def tables_digest() -> str:
 
 if tables_digest() != TABLES_SHA256:
     raise ImportError(
-        "mscm_jax.coding: this platform computes the fixed-point coding tables differently from the "
-        "format's definition (digest mismatch); files written here would not decode elsewhere"
+        "mscm_jax.coding.integer_cdf: this platform computes the fixed-point coding tables differently "
+        "from the format's definition (digest mismatch); files written here would not decode elsewhere"
     )
 
 
@@ -188,7 +188,9 @@ def _integer_tables_digest() -> str:
 
 
 if _integer_tables_digest() != INTEGER_TABLES_SHA256:
-    raise ImportError("mscm_jax.coding: this platform computes the integer path's tables differently")
+    raise ImportError(
+        "mscm_jax.coding.integer_cdf: this platform computes the integer path's tables differently"
+    )
 
 
 def integer_log_scale(scale: jax.Array) -> jax.Array:

@@ -33,11 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from mscm_jax import bitstream, coding, integer_path, rans
-from mscm_jax.context import cached_stage_plan, read_stage, tap_groups, write_stage
-from mscm_jax.models import CompressionModel, Mode, ModelConfig, model_fingerprint
-from mscm_jax.schedules import StagePlan
-from mscm_jax.transforms import get_transform_family
+from mscm_jax.coding import bitstream, integer_cdf, integer_path, rans
+from mscm_jax.model.compression_model import CompressionModel, Mode, ModelConfig, model_fingerprint
+from mscm_jax.model.context import cached_stage_plan, read_stage, tap_groups, write_stage
+from mscm_jax.model.schedules import StagePlan
+from mscm_jax.model.transforms import get_transform_family
 
 MODEL_FILE_SUFFIX = ".mscm-model"
 DEFAULT_MAX_PIXELS = 40_000_000  # decoding refuses larger claims (a 4000x3000 photo is 12 M)
@@ -156,7 +156,7 @@ class DecompressResult:
 def _source_digest() -> str:
     """sha256 of the package's source: exported programs of other code are never reused."""
     digest = hashlib.sha256(jax.__version__.encode())
-    for path in sorted(pathlib.Path(__file__).parent.rglob("*.py")):
+    for path in sorted(pathlib.Path(__file__).parents[1].rglob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -266,16 +266,16 @@ class _Stopwatch:
 def z_cdf_tables(model: CompressionModel, params: Any) -> np.ndarray:
     """(N, 2T + 2) int32: z's per-channel integer CDFs (symbols are offsets from z's median).
 
-    T: the power of two (at most `coding.MAX_HALF_WIDTH`) that reaches the
+    T: the power of two (at most `integer_cdf.MAX_HALF_WIDTH`) that reaches the
     quantiles of `Z_TAIL_MASS` on both sides of every channel's median.
     """
     reach = float(
         jax.jit(lambda p: model.apply(p, Z_TAIL_MASS, method=CompressionModel.z_coding_reach))(params)
     )
-    log2_width = np.clip(np.ceil(np.log2(max(reach, 1.0))), 0, coding.MAX_LOG2_HALF_WIDTH)
+    log2_width = np.clip(np.ceil(np.log2(max(reach, 1.0))), 0, integer_cdf.MAX_LOG2_HALF_WIDTH)
     half_width = int(2**log2_width)
     pmf = jax.jit(lambda p: model.apply(p, half_width, method=CompressionModel.z_coding_pmf))(params)
-    return coding.quantize_pmf(np.asarray(pmf))
+    return integer_cdf.quantize_pmf(np.asarray(pmf))
 
 
 def _z_half_width(z_cdf: jax.Array) -> int:
@@ -350,7 +350,7 @@ class Codec:
         """A training workdir (latest checkpoint, EMA weights if any) or an exported model file."""
         path = epath.Path(path)
         if path.is_dir():
-            from mscm_jax.train import load_workdir_params
+            from mscm_jax.training.train import load_workdir_params
 
             config, params, step = load_workdir_params(path)
             return cls(config, params, source=str(path), step=step)
@@ -358,13 +358,13 @@ class Codec:
             raise FileNotFoundError(
                 f"no model at {path}: give a training workdir or a {MODEL_FILE_SUFFIX} file"
             )
-        from mscm_jax.model_file import read_model_file
+        from mscm_jax.coding.model_file import read_model_file
 
         return read_model_file(path)
 
     def export(self, path: str | os.PathLike) -> int:
         """Writes one self-contained model file; returns its size in bytes."""
-        from mscm_jax.model_file import write_model_file
+        from mscm_jax.coding.model_file import write_model_file
 
         return write_model_file(self, path)
 
@@ -392,8 +392,9 @@ class Codec:
                 return integer_path.stage_parameters(
                     variables, plan, stage, y_hat, hyper, kernel, k, round_centre
                 )
-            return model.apply(variables, stage, y_hat, hyper, kernel,
-                               method=CompressionModel.stage_coding_parameters)  # fmt: skip
+            p = model.apply(variables, stage, y_hat, hyper, kernel,
+                            method=CompressionModel.stage_entropy_parameters)  # fmt: skip
+            return integer_cdf.quantize_parameters(p.means, p.scales, p.weights, round_centre)
 
         def analysis(params, x, median):
             y = model.apply(params, x, method=CompressionModel.analysis)
@@ -416,7 +417,7 @@ class Codec:
             return (
                 hyper_features(params, z_symbols, median),
                 state,
-                coding.symbol_checksum(z_symbols.reshape(-1), 0),
+                integer_cdf.symbol_checksum(z_symbols.reshape(-1), 0),
             )
 
         def stage_step(variables, stage, slot, y_hat, hyper, kernels, elements, counts, y, words, state,
@@ -434,11 +435,11 @@ class Codec:
             valid = jnp.arange(elements.shape[0]) < count
             packed = stage_parameters(variables, stage, y_hat, hyper, kernel)
             params = packed.reshape(len(packed), -1).at[:, elements].get(mode="fill", fill_value=0)  # (R, E)
-            centre = params[0].astype(jnp.float32) / (1 << coding.PARAM_BITS)
+            centre = params[0].astype(jnp.float32) / (1 << integer_cdf.PARAM_BITS)
 
             def decode(state):
                 return rans.decode_segment(
-                    state, words, params, coding.mixture_cdf, coding.half_widths, count
+                    state, words, params, integer_cdf.mixture_cdf, integer_cdf.half_widths, count
                 )
 
             def from_y(state):
@@ -448,11 +449,13 @@ class Codec:
             state, symbols = jax.lax.cond(decoding, decode, from_y, state)
             values = jnp.zeros(packed[0].size, jnp.float32).at[elements].set(symbols + centre, mode="drop")
             y_hat = write_stage(plan, y_hat, stage, values.reshape(packed.shape[1:]))
-            checksum = checksum + coding.symbol_checksum(symbols, stage + 1)
+            checksum = checksum + integer_cdf.symbol_checksum(symbols, stage + 1)
             return y_hat, params, symbols, state, checksum
 
         def encode_y(state, symbols, params, count):
-            return rans.encode_segment(state, symbols, params, coding.mixture_cdf, coding.half_widths, count)
+            return rans.encode_segment(
+                state, symbols, params, integer_cdf.mixture_cdf, integer_cdf.half_widths, count
+            )
 
         def encode_z(state, z_symbols, z_cdf):
             return rans.encode_segment(
@@ -462,7 +465,7 @@ class Codec:
         def stage_bits(params, symbols, count):
             """Information content of a stage's symbols under their integer models, escapes included."""
             valid = jnp.arange(symbols.shape[0]) < count
-            return _ideal_bits(symbols, params, coding.mixture_cdf, coding.half_widths, valid)
+            return _ideal_bits(symbols, params, integer_cdf.mixture_cdf, integer_cdf.half_widths, valid)
 
         def z_bits(z_symbols, z_cdf):
             flat = z_symbols.reshape(-1)
@@ -613,7 +616,7 @@ class Codec:
             state = run("encode_z", state, z_symbols, self._z_cdf)
             buffer, first = run("flush", state)
         if int(state.overflow):
-            raise coding.CodingError(
+            raise integer_cdf.CodingError(
                 f"{int(state.overflow)} latent values beyond the codable range (offsets up to "
                 f"{rans.MAX_EXCESS} beyond a table); the model diverged"
             )
@@ -664,7 +667,7 @@ class Codec:
                 )
         finished = bool(np.all(np.asarray(state.x) == rans.STATE_LOW)) and int(state.position) == len(words)
         if not finished or int(checksum) != header.symbol_checksum:
-            raise coding.CodingError(
+            raise integer_cdf.CodingError(
                 "invalid compressed data: the stream does not decode to what was encoded "
                 "(corrupt data, or another model)"
             )
@@ -717,7 +720,7 @@ def _z_models(shape: tuple[int, ...]) -> jax.Array:
 def _z_coder(z_cdf: jax.Array):
     """(cdf_fn, half_width_fn) of the per-channel tables."""
     half_width = _z_half_width(z_cdf)
-    return (lambda model, edge: coding.table_cdf(z_cdf, model[0], edge),
+    return (lambda model, edge: integer_cdf.table_cdf(z_cdf, model[0], edge),
             lambda model: jnp.full(model.shape[1:], half_width, jnp.int32))  # fmt: skip
 
 
@@ -727,7 +730,7 @@ def _ideal_bits(symbols, models, cdf_fn, half_width_fn, valid):
     t = half_width_fn(models)
     bins = jnp.clip(symbols, -t, t) + t
     freq = cdf_fn(models, bins + 1) - cdf_fn(models, bins)
-    bits = jnp.sum(jnp.where(valid, coding.PRECISION - jnp.log2(freq.astype(jnp.float32)), 0.0))
+    bits = jnp.sum(jnp.where(valid, integer_cdf.PRECISION - jnp.log2(freq.astype(jnp.float32)), 0.0))
     escape = valid & ((bins == 0) | (bins == 2 * t))
     excess = jnp.where(escape, jnp.abs(symbols) - t, 0)
     payload = 31 - jax.lax.clz(jnp.clip(excess, 0, rans.MAX_EXCESS) + 1)

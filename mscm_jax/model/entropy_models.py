@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mscm_jax.ops import lower_bound, standard_normal_cdf
+from mscm_jax.model.ops import lower_bound, standard_normal_cdf
 
 LIKELIHOOD_BOUND = 1e-9
 SCALE_BOUND = 0.11

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mscm_jax import coding
+from mscm_jax.coding import integer_cdf
 
 K = 3
 
@@ -20,11 +20,11 @@ def _reference_cdf(params: np.ndarray, edge: np.ndarray) -> np.ndarray:
     bins = 2 * t + 1
     position = (edge - t) * 1024 - 512
     mass = np.zeros(np.broadcast_shapes(edge.shape, p[1].shape), np.int64)
-    phi = coding.PHI_TABLE.astype(np.int64)
+    phi = integer_cdf.PHI_TABLE.astype(np.int64)
     for c in range(k):
-        limit = coding.MAX_DISTANCE_TABLE[p[2 + k + c]].astype(np.int64)
+        limit = integer_cdf.MAX_DISTANCE_TABLE[p[2 + k + c]].astype(np.int64)
         distance = np.minimum(np.maximum(position - p[2 + c], -limit), limit)
-        arg = (distance * coding.INV_SCALE_TABLE[p[2 + k + c]]) // 2**14  # 2^-12
+        arg = (distance * integer_cdf.INV_SCALE_TABLE[p[2 + k + c]]) // 2**14  # 2^-12
         u = np.clip(arg + 8 * 4096, 0, 16 * 4096)
         low = phi[u // 64]
         mass += p[2 + 2 * k + c] * (low + (phi[u // 64 + 1] - low) * (u % 64) // 64)
@@ -42,11 +42,11 @@ def _random_params(rng, count: int) -> np.ndarray:
     weights[:, 4:8] = [[1 - 2e-6], [1e-6], [1e-6]]
     means[:, 8:12] = [[-1e6], [1e6], [0.0]]
     return np.asarray(
-        coding.quantize_parameters(*map(jnp.asarray, (means, scales, weights)), round_centre=True)
+        integer_cdf.quantize_parameters(*map(jnp.asarray, (means, scales, weights)), round_centre=True)
     )
 
 
-_cdf_all_edges = jax.jit(lambda p: coding.mixture_cdf(p, jnp.arange(130)[:, None]))
+_cdf_all_edges = jax.jit(lambda p: integer_cdf.mixture_cdf(p, jnp.arange(130)[:, None]))
 
 
 def test_mixture_cdf_equals_the_int64_reference_and_every_bin_has_mass():
@@ -58,7 +58,7 @@ def test_mixture_cdf_equals_the_int64_reference_and_every_bin_has_mass():
     inside = np.arange(130)[:, None] <= bins
     freq = np.diff(cdf, axis=0)
     assert np.all(freq[inside[1:]] >= 1)  # every bin of every alphabet has mass
-    assert np.all(cdf[bins, np.arange(cdf.shape[1])] == coding.TOTAL) and np.all(cdf[0] == 0)
+    assert np.all(cdf[bins, np.arange(cdf.shape[1])] == integer_cdf.TOTAL) and np.all(cdf[0] == 0)
 
 
 def test_integer_cdf_follows_the_float_mixture():
@@ -67,9 +67,9 @@ def test_integer_cdf_follows_the_float_mixture():
     means, scales = rng.normal(0, 2, (K, 500)), rng.uniform(0.5, 8, (K, 500))
     weights = rng.dirichlet(np.ones(K), 500).T
     params = np.asarray(
-        coding.quantize_parameters(*map(jnp.asarray, (means, scales, weights)), round_centre=True)
+        integer_cdf.quantize_parameters(*map(jnp.asarray, (means, scales, weights)), round_centre=True)
     )
-    cdf = np.asarray(_cdf_all_edges(jnp.asarray(params))) / coding.TOTAL
+    cdf = np.asarray(_cdf_all_edges(jnp.asarray(params))) / integer_cdf.TOTAL
     t = 1 << params[1]
     centre = params[0] / 1024
     for e in rng.integers(0, params.shape[1], 40):
@@ -86,15 +86,15 @@ def test_quantized_parameters_respect_their_grid_and_bounds():
     params = _random_params(np.random.default_rng(2), 500)
     k = K
     weights = params[2 + 2 * k :]
-    np.testing.assert_array_equal(weights.sum(0), 2**coding.WEIGHT_BITS)
+    np.testing.assert_array_equal(weights.sum(0), 2**integer_cdf.WEIGHT_BITS)
     assert weights.min() >= 1
     assert np.all(params[0] % 1024 == 0)  # round_centre: integer centres
-    assert np.abs(params[2 : 2 + k]).max() <= coding.MAX_RELATIVE_MEAN
+    assert np.abs(params[2 : 2 + k]).max() <= integer_cdf.MAX_RELATIVE_MEAN
     log_scales = params[2 + k : 2 + 2 * k]
-    assert log_scales.min() >= 0 and log_scales.max() <= coding.LOG_SCALE_MAX - coding.LOG_SCALE_MIN
+    assert log_scales.min() >= 0 and log_scales.max() <= integer_cdf.LOG_SCALE_MAX - integer_cdf.LOG_SCALE_MIN
     # T covers 6 scales of every component around its mean (up to the cap).
     t = 1 << params[1]
-    sigma = np.exp((log_scales + coding.LOG_SCALE_MIN) / 1024)
+    sigma = np.exp((log_scales + integer_cdf.LOG_SCALE_MIN) / 1024)
     reach = (np.abs(params[2 : 2 + k]) / 1024 + 6 * sigma).max(0)
     assert np.all((t >= np.minimum(reach, 64) - 1e-3) & ((t == 1) | (t / 2 < reach)))
 
@@ -103,20 +103,24 @@ def test_quantized_parameters_respect_their_grid_and_bounds():
 def test_the_centre_is_the_mixture_mean(round_centre):
     means = jnp.asarray([[1.3], [2.9], [-4.0]])
     weights = jnp.asarray([[0.5], [0.25], [0.25]])
-    params = np.asarray(coding.quantize_parameters(means, jnp.ones((3, 1)), weights, round_centre))
+    params = np.asarray(integer_cdf.quantize_parameters(means, jnp.ones((3, 1)), weights, round_centre))
     mean = 0.5 * 1.3 + 0.25 * 2.9 - 0.25 * 4.0
     assert params[0, 0] / 1024 == (round(mean) if round_centre else pytest.approx(mean, abs=1e-3))
 
 
 def test_z_tables_quantize_any_pmf_with_mass_in_every_bin():
     pmf = np.asarray([[1.0, 0, 0, 0, 0], [0.2] * 5, [1e-12, 0.5, 0.5, 1e-12, 0.0]])
-    cdf = coding.quantize_pmf(pmf)
+    cdf = integer_cdf.quantize_pmf(pmf)
     assert cdf.shape == (3, 6) and cdf.dtype == np.int32
-    assert np.all(np.diff(cdf, axis=1) >= 1) and np.all(cdf[:, -1] == coding.TOTAL)
-    np.testing.assert_allclose(np.diff(cdf[1]) / coding.TOTAL, 0.2, atol=1e-4)
+    assert np.all(np.diff(cdf, axis=1) >= 1) and np.all(cdf[:, -1] == integer_cdf.TOTAL)
+    np.testing.assert_allclose(np.diff(cdf[1]) / integer_cdf.TOTAL, 0.2, atol=1e-4)
 
 
 def test_the_fixed_point_tables_are_the_formats():
-    assert coding.tables_digest() == coding.TABLES_SHA256
-    assert coding.PHI_TABLE[0] == 0 and coding.PHI_TABLE[512] == 32768 and coding.PHI_TABLE[-2] == 65536
-    assert np.all(np.diff(coding.PHI_TABLE) >= 0)
+    assert integer_cdf.tables_digest() == integer_cdf.TABLES_SHA256
+    assert (
+        integer_cdf.PHI_TABLE[0] == 0
+        and integer_cdf.PHI_TABLE[512] == 32768
+        and integer_cdf.PHI_TABLE[-2] == 65536
+    )
+    assert np.all(np.diff(integer_cdf.PHI_TABLE) >= 0)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import ml_collections
 from etils import epath
 
-from mscm_jax.models import ModelConfig
+from mscm_jax.model.compression_model import ModelConfig
 
 # MSE lambdas of quality levels 1..6 (CompressAI's cheng2020 / mbt2018 models).
 QUALITY_LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483}

@@ -26,16 +26,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mscm_jax.coding import quantize_parameters
-from mscm_jax.context import MultistageContext, StageKernel, read_stage, tap_groups, write_stage
-from mscm_jax.entropy_models import (
+from mscm_jax.model.context import MultistageContext, StageKernel, read_stage, tap_groups, write_stage
+from mscm_jax.model.entropy_models import (
+    ConditionalParams,
     DeepFactorized,
     GaussianMixtureConditional,
     bits_from_likelihoods,
 )
-from mscm_jax.ops import QuantizationMode, pad_to_multiple, quantize
-from mscm_jax.schedules import Schedule, get_schedule
-from mscm_jax.transforms import TRANSFORMS, TransformFamily, get_transform_family
+from mscm_jax.model.ops import QuantizationMode, pad_to_multiple, quantize
+from mscm_jax.model.schedules import Schedule, get_schedule
+from mscm_jax.model.transforms import TRANSFORMS, TransformFamily, get_transform_family
 
 
 class Rounding(str, enum.Enum):
@@ -75,7 +75,7 @@ class ModelConfig:
       compute_dtype: dtype of the transforms ("float32" or "bfloat16"); the
         entropy models, likelihoods and rates are always float32.
 
-    Options that imported CompressAI checkpoints need (`mscm_jax.torch_import`);
+    Options that imported CompressAI checkpoints need (`mscm_jax.tools.torch_import`);
     the defaults are this library's own model:
       z_filters: hidden widths of z's deep factorized density (CompressAI: (3, 3, 3, 3)).
       z_median: centre of z's rounding grid, "density" (the density's median,
@@ -263,22 +263,19 @@ class CompressionModel(nn.Module):
 
         return tuple(stack(group) for group in tap_groups(self.context.plan(latent_h, latent_w)))
 
-    def stage_coding_parameters(
+    def stage_entropy_parameters(
         self, stage: jax.Array, y_hat: jax.Array, hyper: jax.Array, stage_kernel: StageKernel
-    ) -> jax.Array:
-        """Integer coding parameters (2 + 3K, P, B, h, w, M) of stage `stage`'s elements.
+    ) -> ConditionalParams:
+        """Mixture parameters, components first (K, P, B, h, w, M), of stage `stage`'s elements.
 
-        The stage function followed by `coding.quantize_parameters`: what the
-        integer CDFs of the coder are computed from. Needs only the variables
-        of `stage_variables`.
+        What the coder puts on its fixed-point grid (`integer_cdf.quantize_parameters`)
+        to compute the integer CDFs. Needs only the variables of `stage_variables`.
         """
-        params = self.conditional.split_components_first(self.decode_stage(stage, y_hat, hyper, stage_kernel))
-        round_centre = self.config.rounding == Rounding.Y
-        return quantize_parameters(params.means, params.scales, params.weights, round_centre)
+        return self.conditional.split_components_first(self.decode_stage(stage, y_hat, hyper, stage_kernel))
 
     @staticmethod
     def stage_variables(variables: Any) -> Any:
-        """The few arrays `stage_coding_parameters` reads: passing these, not all of a
+        """The few arrays `stage_entropy_parameters` reads: passing these, not all of a
         cheng2020 model's ~270, saves the per-call argument handling at every stage."""
         tree = variables["params"]
         return {"params": {"context": tree["context"]} if "context" in tree else {}}

@@ -5,10 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mscm_jax.context import EntropyParameters
-from mscm_jax.entropy_models import gaussian_mass
-from mscm_jax.models import CompressionModel, ModelConfig, init_model, init_params, model_fingerprint
-from mscm_jax.transforms import TRANSFORMS, spread_latents
+from mscm_jax.model.compression_model import (
+    CompressionModel,
+    ModelConfig,
+    init_model,
+    init_params,
+    model_fingerprint,
+)
+from mscm_jax.model.context import EntropyParameters
+from mscm_jax.model.entropy_models import gaussian_mass
+from mscm_jax.model.transforms import TRANSFORMS, spread_latents
 
 ODD_IMAGE = (67, 101)  # padded to 128 x 128: an 8 x 8 latent, not divisible by 3.
 
@@ -211,7 +217,7 @@ def test_cheng2020_shapes_and_bfloat16_transforms():
 
 def test_public_api_is_importable_from_the_package():
     import mscm_jax
-    from mscm_jax.codec import Codec
+    from mscm_jax.coding.codec import Codec
 
     assert all(getattr(mscm_jax, name) is not None for name in mscm_jax.__all__)
     assert mscm_jax.Codec is Codec

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mscm_jax.ops import lower_bound, pixel_shuffle
+from mscm_jax.model.ops import lower_bound, pixel_shuffle
 
 # PyTorch's default init (kaiming_uniform with a = sqrt(5)) is U(-b, b) with
 # b = 1 / sqrt(fan_in): variance 1 / (3 fan_in).

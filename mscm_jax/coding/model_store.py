@@ -201,7 +201,7 @@ class ModelStore:
         `prefix` is a unique prefix of its fingerprint, e.g. the 32 hex digits a
         `.mscm` header holds. Each model is loaded and verified once per store object.
         """
-        from mscm_jax.codec import Codec
+        from mscm_jax.coding.codec import Codec
 
         fingerprint = self.resolve(prefix)
         if fingerprint in self._loaded:
@@ -226,7 +226,7 @@ class ModelStore:
 
     def load_for_file(self, data: bytes):
         """The verified `Codec` of the model that wrote the `.mscm` bytes `data` (by its header)."""
-        from mscm_jax import bitstream
+        from mscm_jax.coding import bitstream
 
         header, _ = bitstream.unpack(data)
         return self.load(header.fingerprint.hex())
@@ -320,7 +320,7 @@ class ModelStore:
     @staticmethod
     def _verify(path: Path, fingerprint: str) -> None:
         """Loads `path` and checks it holds the model `fingerprint` (before it is published)."""
-        from mscm_jax.codec import Codec
+        from mscm_jax.coding.codec import Codec
 
         try:
             found = Codec.load(path).fingerprint
@@ -334,7 +334,7 @@ class ModelStore:
 
     def add(self, path: str | os.PathLike) -> tuple[StoredModel, str]:
         """Stores the model of a training workdir or `.mscm-model` file (see `add_codec`)."""
-        from mscm_jax.codec import Codec
+        from mscm_jax.coding.codec import Codec
 
         codec = Codec.load(path)
         is_file = os.path.isfile(path)
