@@ -45,7 +45,7 @@ import numpy as np
 from mscm_jax.coding import integer_cdf
 from mscm_jax.model import layers
 from mscm_jax.model.context import StageKernel, read_stage, stage_context
-from mscm_jax.model.ops import pixel_shuffle
+from mscm_jax.model.ops import INT8_SPLIT_MARGIN, integer_dot, pixel_shuffle
 from mscm_jax.model.schedules import StagePlan
 from mscm_jax.model.transforms import LinearStep
 
@@ -141,19 +141,12 @@ def _patches(x: jax.Array, step: LinearStep) -> jax.Array:
     return jnp.concatenate(windows, axis=-1)
 
 
-def _dense(x: jax.Array, weight: jax.Array) -> jax.Array:
-    """int16 (..., I) times int8 (I, O), accumulated in int32."""
-    return jax.lax.dot_general(
-        x.astype(jnp.int16), weight, (((x.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.int32
-    )
-
-
 def linear(x: jax.Array, layer: IntegerLayer, step: LinearStep | None, activation: str | None) -> jax.Array:
     """One integer layer: a convolution (`step`) or dense layer (None), rescaled, activated (int32)."""
     if step is None:
-        acc = _dense(x, layer.weight)
+        acc = integer_dot(x, layer.weight)
     else:
-        acc = _dense(_patches(x, step), layer.weight.reshape(-1, layer.weight.shape[-1]))
+        acc = integer_dot(_patches(x, step), layer.weight.reshape(-1, layer.weight.shape[-1]))
     out = rescale(acc + layer.bias, layer.shift, layer.limit)
     if step is not None and step.shuffle > 1:
         out = pixel_shuffle(out, step.shuffle)
@@ -237,14 +230,18 @@ def _head_exponents(out_channels: int, k: int) -> np.ndarray:
 
 
 def _worst_case(layer: IntegerLayer, input_limit: int) -> int:
-    """Largest |partial sum| + rounding term over the layer's output channels (and weight sets)."""
+    """Largest |partial sum| + rounding term over the layer's output channels (and weight sets).
+
+    A partial sum of `ops.integer_dot` reaches sum|w| (input_limit + INT8_SPLIT_MARGIN).
+    """
     weight = np.abs(np.asarray(layer.weight, np.int64))
     if weight.size == 0:  # no context weights (`hyperprior`)
         return 0
     sets = weight.shape[:1] if weight.ndim == 5 else ()  # the context layer: (sets, k, k, M, 2M)
     l1 = weight.reshape(*sets, -1, weight.shape[-1]).sum(-2)
     rounding = (1 << np.maximum(np.asarray(layer.shift, np.int64), 0)) >> 1
-    return int(np.max(l1 * input_limit + np.abs(np.asarray(layer.bias, np.int64)) + rounding, initial=0))
+    bias = np.abs(np.asarray(layer.bias, np.int64))
+    return int(np.max(l1 * (input_limit + INT8_SPLIT_MARGIN) + bias + rounding, initial=0))
 
 
 def check_bounds(path: IntegerPath) -> dict[str, int]:

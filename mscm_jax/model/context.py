@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mscm_jax.model.layers import leaky_relu, torch_default_init
+from mscm_jax.model.ops import integer_dot
 from mscm_jax.model.schedules import Schedule, StagePlan
 
 
@@ -270,7 +271,10 @@ def stage_context(
         )
         values = values.reshape(b, p_max, h, w, taps * m)
         weights = kernel.kernel.reshape(taps * m, d).astype(kernel.kernel.dtype if integer else values.dtype)
-        out = jnp.einsum("bphwi,id->pbhwd", values, weights, preferred_element_type=out_dtype)
+        if integer:
+            out = jnp.moveaxis(integer_dot(values, weights), 1, 0)
+        else:
+            out = jnp.einsum("bphwi,id->pbhwd", values, weights, preferred_element_type=out_dtype)
         if bias is not None:
             out = out + bias.astype(out.dtype)
         return out.astype(out_dtype)
