@@ -315,7 +315,7 @@ class Codec:
                  source: str = "", step: int | None = None, lanes: int | None = None,
                  integer: integer_path.IntegerPath | None = None):  # fmt: skip
         self.config, self.source, self.step, self.lanes = config, source, step, lanes
-        self.params = jax.tree.map(jnp.asarray, params)
+        self.params = jax.device_put(params)
         self.model = CompressionModel(config)
         self.schedule = config.schedule_obj
         self.family = get_transform_family(config.transform)

@@ -405,7 +405,7 @@ def _path(z_exponent, z_offset, z_limit, hyper, y_exponent, y_limit, context, ne
         tuple(hyper), np.asarray(y_exponent, np.int32), np.int32(y_limit), context, tuple(network),
     )  # fmt: skip
     check_bounds(path)
-    return jax.tree.map(jnp.asarray, path)
+    return jax.device_put(path)
 
 
 def _node(tree: Any, name: tuple[str, ...]) -> Any:
@@ -510,7 +510,7 @@ def from_state(state: dict[str, Any], config) -> IntegerPath:
     ):
         raise ValueError(f"the integer path does not fit the model config {config}")
     check_bounds(path)
-    return jax.tree.map(jnp.asarray, path)
+    return jax.device_put(path)
 
 
 def digest(path: IntegerPath) -> str:

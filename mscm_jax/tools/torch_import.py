@@ -515,7 +515,7 @@ def write_workdir(workdir: str | os.PathLike, config: ModelConfig, params: Any, 
     config_dict = base_config()
     config_dict.model = config.to_dict()
     prepare_workdir(path, config_dict)
-    params = jax.tree.map(jnp.asarray, params)
+    params = jax.device_put(params)
     tx = make_optimizer(config_dict.train, params)
     manager = checkpoint_manager(path, 1)
     state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {})

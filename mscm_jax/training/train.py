@@ -230,7 +230,7 @@ def load_workdir_params(workdir: str | epath.Path, prefer_ema: bool = True) -> t
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
     manager.close()
     params = restored["ema_params"] if prefer_ema and restored.get("ema_params") else restored["params"]
-    return model_config(config), jax.tree.map(jnp.asarray, params), step
+    return model_config(config), jax.device_put(params), step
 
 
 def _take_groups(params: Any, source: Any, groups: set[str], origin: str) -> Any:
