@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -339,7 +340,6 @@ class Codec:
         identity = json.dumps(config.to_dict(), sort_keys=True)  # programs depend on it, not on the weights
         identity += f"|coder {self.coder}"
         self._compiled = _Compiled(self._functions(), {"encode_y": (0,), "encode_z": (0,)}, identity)
-        self._median = self._compiled("z_median", self.params)
         self._layouts: dict[tuple[int, int], _Layout] = {}
         self._zeros: dict[tuple, jax.Array] = {}
 
@@ -534,6 +534,16 @@ class Codec:
             "params": {**tree, "context": {**tree["context"], "context_kernel": self.integer.context.weight}}
         }
 
+    @functools.cached_property
+    def _median(self) -> jax.Array:
+        """(N,) z's median: one program, loaded when first needed."""
+        return self._compiled("z_median", self.params)
+
+    def _z_step_median(self) -> jax.Array:
+        """What z_step reads as the median: the integer path starts from z's symbols and the
+        offsets it stores, so decoding its files needs no z_median program."""
+        return self._zeros_like((self.config.N,), jnp.float32) if self.integer is not None else self._median
+
     def _zeros_like(self, shape: tuple[int, ...], dtype) -> jax.Array:
         """Zeros on the device, allocated once per shape: placeholders and initial values.
 
@@ -577,8 +587,8 @@ class Codec:
             y, z_symbols = run("analysis", self.params, jnp.asarray(image.astype(np.float32) / 255.0)[None],
                                self._median)  # fmt: skip
         with watch.phase("hyper"):
-            hyper, _, checksum = run("z_step", self._hyper_variables, self._z_cdf, self._median, z_symbols,
-                                     no_words, lane_shape, False)  # fmt: skip
+            hyper, _, checksum = run("z_step", self._hyper_variables, self._z_cdf, self._z_step_median(),
+                                     z_symbols, no_words, lane_shape, False)  # fmt: skip
         y_hat, stages = self._zeros_like(y.shape, y.dtype), []
         for stage in range(layout.plan.num_stages):  # parameters and symbols, in decoding order
             with watch.phase("stage"):
@@ -656,7 +666,7 @@ class Codec:
             words_on_device = jnp.asarray(np.pad(words, (0, capacity - len(words))))
             z_symbols = self._zeros_like((1, *layout.z_shape), jnp.int32)
             lanes = self._zeros_like((header.lanes,), jnp.int32)
-            hyper, state, checksum = run("z_step", self._hyper_variables, self._z_cdf, self._median,
+            hyper, state, checksum = run("z_step", self._hyper_variables, self._z_cdf, self._z_step_median(),
                                          z_symbols, words_on_device, lanes, True)  # fmt: skip
         y_hat = self._zeros_like((1, *latent_shape, self.config.M), jnp.float32)
         no_y = y_hat
