@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mscm_jax.files import write_atomically
 from mscm_jax.model.schedules import BUILTIN_PATTERNS, ScheduleError, get_schedule
 from mscm_jax.model.transforms import TRANSFORMS
 
@@ -165,13 +166,10 @@ def _output_path(source: str, output: str, many: bool, suffix: str) -> Path:
     return out
 
 
-def _write_atomically(path: Path, write, overwrite: bool) -> None:
+def _write_output(path: Path, write, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise UsageError(f"{path} exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    tmp.replace(path)
+    write_atomically(path, write)
 
 
 def _for_each(items, work) -> int:
@@ -208,7 +206,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             image = load_image(spec)
         out = _output_path(spec, args.output, len(args.images) > 1, ".mscm")
         result = codec.compress(image)
-        _write_atomically(out, lambda p: p.write_bytes(result.data), args.overwrite)
+        _write_output(out, lambda p: p.write_bytes(result.data), args.overwrite)
         for notice in result.notices:
             print(f"{spec}: notice: {notice}")
         _print_coding_line(f"{spec} -> {out}", len(result.data), result.height * result.width,
@@ -261,7 +259,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         data = Path(path).read_bytes()
         result = codec_for(data).decompress(data, max_pixels=args.max_pixels)
         out = _output_path(path, args.output, len(args.files) > 1, ".png")
-        _write_atomically(out, lambda p: Image.fromarray(result.image).save(p, format="PNG"), args.overwrite)
+        _write_output(out, lambda p: Image.fromarray(result.image).save(p, format="PNG"), args.overwrite)
         height, width = result.image.shape[:2]
         _print_coding_line(
             f"{path} -> {out} ({width}x{height})", len(data), height * width, (), result.timings

@@ -1,7 +1,7 @@
 """The package's layers: each subpackage imports only from the layers below it.
 
-model < training < coding < tools < cli (mscm_jax/__init__.py re-exports the
-public API and may import any layer).
+files < model < training < coding < tools < cli (mscm_jax/__init__.py
+re-exports the public API and may import any layer).
 """
 
 import ast
@@ -10,7 +10,7 @@ import pathlib
 import mscm_jax
 
 PACKAGE = pathlib.Path(mscm_jax.__file__).parent
-LAYERS = ("model", "training", "coding", "tools", "cli")
+LAYERS = ("files", "model", "training", "coding", "tools", "cli")
 
 
 def _layer(module: str) -> str:

@@ -35,6 +35,7 @@ import numpy as np
 from etils import epath
 
 from mscm_jax.coding import bitstream, integer_cdf, integer_path, rans
+from mscm_jax.files import write_atomically
 from mscm_jax.model.compression_model import CompressionModel, Mode, ModelConfig, model_fingerprint
 from mscm_jax.model.context import cached_stage_plan, read_stage, tap_groups, write_stage
 from mscm_jax.model.schedules import StagePlan
@@ -203,7 +204,8 @@ class _Compiled:
         if exported is None:
             exported = jax.export.export(jax.jit(self._functions[name]))(*args)
             if path is not None:
-                _write_atomically(path, exported.serialize())
+                data = exported.serialize()
+                write_atomically(path, lambda tmp: tmp.write_bytes(data))
         call = jax.jit(exported.call, donate_argnums=self._donate.get(name, ()))
         return call.lower(*args).compile()
 
@@ -223,13 +225,6 @@ def artifact_path(kind: str, what: str, suffix: str) -> pathlib.Path | None:
         return None
     digest = hashlib.sha256(f"{_SOURCE_DIGEST}|{what}".encode()).hexdigest()[:32]
     return pathlib.Path(directory) / "exported" / f"{kind}-{digest}{suffix}"
-
-
-def _write_atomically(path: pathlib.Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 _SOURCE_DIGEST = _source_digest()

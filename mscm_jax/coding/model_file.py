@@ -32,6 +32,7 @@ from etils import epath
 from flax import serialization
 
 from mscm_jax.coding import bitstream, integer_cdf, integer_path
+from mscm_jax.files import write_atomically
 from mscm_jax.model.compression_model import ModelConfig, init_model
 
 MAGIC = b"MSCM-MODEL\0\0"
@@ -61,10 +62,7 @@ def write_model_file(codec, path: str | os.PathLike) -> int:
     if codec.integer is not None:
         content["integer"] = integer_path.to_state(codec.integer)
     data = MAGIC + bytes([VERSION]) + serialization.msgpack_serialize(content)
-    path = epath.Path(path)
-    tmp = path.parent / (path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.rename(path)  # a reader never sees half a file; an old file is replaced only when done
+    write_atomically(path, lambda tmp: tmp.write_bytes(data))
     return len(data)
 
 
@@ -79,7 +77,7 @@ def _expected_shapes(config: ModelConfig) -> dict[str, list[int]]:
     Tracing the model's initialization takes a second or more, a good part of
     a cold start: the table is kept beside the compiled programs.
     """
-    from mscm_jax.coding.codec import _write_atomically, artifact_path
+    from mscm_jax.coding.codec import artifact_path
 
     path = artifact_path("shapes", json.dumps(config.to_dict(), sort_keys=True), ".json")
     if path is not None and path.exists():
@@ -89,7 +87,7 @@ def _expected_shapes(config: ModelConfig) -> dict[str, list[int]]:
             pass
     shapes = _shape_table(jax.eval_shape(lambda key: init_model(config, key)[1], jax.random.PRNGKey(0)))
     if path is not None:
-        _write_atomically(path, json.dumps(shapes).encode())
+        write_atomically(path, lambda tmp: tmp.write_text(json.dumps(shapes)))
     return shapes
 
 

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from mscm_jax.files import write_atomically
 from mscm_jax.tools.metrics import MS_SSIM_MIN_SIDE, rgb_metrics
 
 # Per-image fields averaged into `results`, under CompressAI's names where it has one.
@@ -229,13 +230,7 @@ def write_results_json(
 ) -> dict:
     """Writes `results_dict(...)` as indented JSON (atomically); returns the dict."""
     data = results_dict(results, name, description, conventions)
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
     return data
 
 

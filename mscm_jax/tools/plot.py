@@ -22,6 +22,7 @@ import os
 import warnings
 from collections.abc import Sequence
 
+from mscm_jax.files import write_atomically
 from mscm_jax.tools.bd_rate import BDRateError, bd_rate
 
 
@@ -120,13 +121,10 @@ def plot_rd(curves: Sequence[Curve], path: str | os.PathLike, title: str = "") -
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.tmp{ext}"  # keeps the extension: matplotlib picks the format from it
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120))
+    finally:
+        plt.close(fig)
 
 
 @dataclasses.dataclass(frozen=True)
