@@ -381,9 +381,8 @@ class Codec:
             z_hat = z_symbols.astype(jnp.float32) + median
             return model.apply(variables, z_hat, method=CompressionModel.hyper_synthesis)
 
-        def stage_parameters(variables, stage, y_hat, hyper, kernel):
+        def stage_parameters(variables, plan, stage, y_hat, hyper, kernel):
             if integer:
-                plan = cached_stage_plan(self.schedule, *y_hat.shape[1:3])
                 return integer_path.stage_parameters(
                     variables, plan, stage, y_hat, hyper, kernel, k, round_centre
                 )
@@ -428,7 +427,7 @@ class Codec:
             kernel = jax.tree.map(lambda a: a[slot], kernels)
             elements, count = elements[stage], counts[stage]
             valid = jnp.arange(elements.shape[0]) < count
-            packed = stage_parameters(variables, stage, y_hat, hyper, kernel)
+            packed = stage_parameters(variables, plan, stage, y_hat, hyper, kernel)
             params = packed.reshape(len(packed), -1).at[:, elements].get(mode="fill", fill_value=0)  # (R, E)
             centre = params[0].astype(jnp.float32) / (1 << integer_cdf.PARAM_BITS)
 
