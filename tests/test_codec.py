@@ -254,3 +254,5 @@ def test_result_accounting():
     assert result.bpp == pytest.approx(8 * len(result.data) / (100 * 140))
     assert len(result.timings.stages) == 16 and result.timings.entropy_coding >= sum(result.timings.stages)
     assert 0 <= result.timings.outside <= result.timings.entropy_coding
+    # The networks' share of the stages: without the coding of any stage, and not nothing.
+    assert 0 < result.timings.parameters < sum(result.timings.stages)

@@ -138,6 +138,28 @@ def test_converted_path_is_bounded_and_close_to_the_float_parameters(trained_wor
         assert np.median(error) <= 16 and np.percentile(error, 99) <= 128
 
 
+def test_int8_inputs_compute_what_the_two_product_split_computes():
+    """The context's and the first dense layer's inputs are int8 (one product each), with the same
+    results as two products."""
+    codec = integer_codec()
+    path, int8 = codec.integer, integer_path.int8_inputs(codec.integer)
+    assert int8.context and int8.network == (True, False, False)
+    y_hat = jnp.asarray(codec.compress(PHOTO).y_hat)[None]
+    layout = codec._layout(y_hat.shape[1:3])
+    z = np.random.default_rng(0).integers(-3, 4, (1, *layout.z_shape))
+    steps = codec.family.hyper_synthesis_steps
+
+    @functools.partial(jax.jit, static_argnums=(1, 3))
+    def parameters(stage, group, slot, int8):
+        hyper = integer_path.hyper_synthesis(path, steps, jnp.asarray(z, jnp.int32), int8)
+        kernel = jax.tree.map(lambda a: a[slot], layout.kernels[group])
+        return integer_path.stage_parameters(path, layout.plan, stage, y_hat, hyper, kernel, 3, True, int8)
+
+    for stage in (1, layout.plan.num_stages - 1):  # a few taps, and the most
+        args = (stage, int(layout.group[stage]), int(layout.slot[stage]))
+        np.testing.assert_array_equal(parameters(*args, int8), parameters(*args, integer_path.WIDE_INPUTS))
+
+
 def test_bounds_refuse_a_layer_that_could_overflow():
     path = integer_codec().integer
     first = path.network[0]

@@ -16,3 +16,17 @@ def test_integer_dot_is_exact_at_the_extremes_of_int16_and_int8():
     got = np.asarray(jax.jit(integer_dot)(x, w))
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, expected)
+
+
+def test_integer_dot_of_int8_inputs_is_one_exact_product():
+    rng = np.random.default_rng(1)
+    x = rng.integers(-128, 128, (4, 96)).astype(np.int8)
+    x[0], x[1] = 127, -128
+    w = rng.integers(-127, 128, (96, 5)).astype(np.int8)
+    w[:, 0] = -127
+    np.testing.assert_array_equal(
+        np.asarray(jax.jit(integer_dot)(x, w)), x.astype(np.int64) @ w.astype(np.int64)
+    )
+    # The point of int8 activations: half the products of the split that wider inputs need.
+    assert str(jax.make_jaxpr(integer_dot)(x, w)).count("dot_general") == 1
+    assert str(jax.make_jaxpr(integer_dot)(x.astype(np.int16), w)).count("dot_general") == 2

@@ -74,6 +74,9 @@ class Timings:
     decoding, one call; encoder: parameters, then the coding of that stage).
     outside: the part of hyper + stages spent outside compiled calls (Python,
     transfers), the host's share of entropy coding.
+    parameters: encoder only, the part of `stages` that computes the entropy
+    parameters (the networks), without the coding: what a decoder's stages
+    spend besides the coder.
     """
 
     analysis: float
@@ -82,6 +85,7 @@ class Timings:
     synthesis: float
     compile: float
     outside: float = 0.0
+    parameters: float = 0.0
 
     @property
     def entropy_coding(self) -> float:
@@ -318,6 +322,8 @@ class Codec:
         if integer is not None:
             integer_path.check_bounds(integer)
         self.integer = integer
+        # Which integer layers read int8 inputs: static, read from the path's clip limits.
+        self._int8 = integer_path.int8_inputs(integer) if integer is not None else None
         self.float_fingerprint = model_fingerprint(config, self.params)
         self.fingerprint = self.float_fingerprint
         if integer is not None:
@@ -333,7 +339,7 @@ class Codec:
         )
         self._hyper_variables = integer if integer is not None else self.params
         identity = json.dumps(config.to_dict(), sort_keys=True)  # programs depend on it, not on the weights
-        identity += f"|coder {self.coder}"
+        identity += f"|coder {self.coder}|int8 {self._int8}"
         self._compiled = _Compiled(self._functions(), {"encode_y": (0,), "encode_z": (0,)}, identity)
         self._layouts: dict[tuple[int, int], _Layout] = {}
         self._zeros: dict[tuple, jax.Array] = {}
@@ -372,19 +378,19 @@ class Codec:
 
     def _functions(self) -> dict[str, Callable]:
         model, stride = self.model, self.family.latent_stride
-        steps, integer = self.family.hyper_synthesis_steps, self.integer is not None
+        steps, integer, int8 = self.family.hyper_synthesis_steps, self.integer is not None, self._int8
         k, round_centre = self.config.num_mixtures, self.config.rounding == "y"
 
         def hyper_features(variables, z_symbols, median):
             if integer:
-                return integer_path.hyper_synthesis(variables, steps, z_symbols)
+                return integer_path.hyper_synthesis(variables, steps, z_symbols, int8)
             z_hat = z_symbols.astype(jnp.float32) + median
             return model.apply(variables, z_hat, method=CompressionModel.hyper_synthesis)
 
         def stage_parameters(variables, plan, stage, y_hat, hyper, kernel):
             if integer:
                 return integer_path.stage_parameters(
-                    variables, plan, stage, y_hat, hyper, kernel, k, round_centre
+                    variables, plan, stage, y_hat, hyper, kernel, k, round_centre, int8
                 )
             p = model.apply(variables, stage, y_hat, hyper, kernel,
                             method=CompressionModel.stage_entropy_parameters)  # fmt: skip
@@ -634,7 +640,9 @@ class Codec:
         timings = watch.timings()  # a stage's time: its parameters and its coding
         coded = reversed(watch.seconds.get("encode", []))
         timings = dataclasses.replace(
-            timings, stages=tuple(a + b for a, b in zip(timings.stages, coded, strict=True))
+            timings,
+            stages=tuple(a + b for a, b in zip(timings.stages, coded, strict=True)),
+            parameters=sum(timings.stages),
         )
         return CompressResult(
             data=data, height=height, width=width, lanes=lanes,

@@ -10,13 +10,22 @@ network run on integers, with integer accumulation, so every backend gets
 the same numbers; the analysis and synthesis stay float (they change the
 pixels, not the decodability).
 
-Fixed point. Every activation channel c holds `a * 2^-f[c]` with `a` an
-int16 and a power-of-two exponent `f[c]`; these scales are folded into the
-next layer's weights, which are int8 with one power-of-two scale per output
+Fixed point. Every activation channel c holds `a * 2^-f[c]` with `a` an int8
+or int16 (`INT8_INPUTS`) and a power-of-two exponent `f[c]`; these scales are
+folded into the next layer's weights, which are int8 with one power-of-two scale per output
 channel: `W[i, o] = round(w[i, o] 2^-f[i] 2^e[o])`. The accumulator is int32
 in 2^-e[o]; moving it to the next activation's 2^-f is a rounding shift, so
 no layer needs a multiplier (`rescale`). Calibration (`convert`) picks
-`f` from each channel's largest value on a few images, with one bit of headroom.
+`f` from each channel's largest value on a few images, with one bit of headroom
+for int16 activations and none for int8 ones (values beyond are clipped).
+
+Which inputs are int8 is the speed-rate trade-off: an int8 input is one int8
+product, an int16 one two (`ops.integer_dot`). The context's and the first
+dense layer's inputs cost about nothing at 8 bits; the second and third dense
+layers' inputs cost about 1 % of rate each, and the hyper-synthesis layers'
+together 0.1-0.55 %, so they stay int16 (docs/format.md has the figures).
+Which layers' inputs fit int8 follows from the stored clip limits
+(`int8_inputs`), so model files need no new field.
 
 Why nothing overflows. For an output channel o, every partial sum of the
 accumulation is at most `sum_i |W[i, o]| * A + |b[o]|` in magnitude, where
@@ -51,6 +60,8 @@ from mscm_jax.model.transforms import LinearStep
 
 WEIGHT_LIMIT = 127  # int8 weights
 MAX_ACTIVATION_BITS = 15  # int16 activations
+INT8_BITS, INT8_HEADROOM = 7, 1.0  # int8 activations: |a| <= 127, calibrated maxima use the whole range
+INT8_INPUTS = ("context", "dense0")  # the layers whose inputs `convert` makes int8
 ACCUMULATOR_BOUND = 1 << 30  # proven bound on |partial sums| (+ the rounding term: below 2^31)
 OUTPUT_LIMIT = 1 << 24  # the last layer's outputs (means, scales, logits)
 MAX_SHIFT = 30
@@ -98,6 +109,31 @@ for _cls in (IntegerLayer, IntegerPath):
     )
 
 
+class Int8Inputs(NamedTuple):
+    """Which layers read int8 inputs (one int8 product each): static, one compiled program per value.
+
+    hyper: per hyper-synthesis layer; context: the context's (y_hat taps);
+    network: per entropy-parameter layer. All False (the default) computes the
+    same numbers with two products per layer.
+    """
+
+    hyper: tuple[bool, ...] = ()
+    context: bool = False
+    network: tuple[bool, ...] = ()
+
+
+def int8_inputs(path: IntegerPath) -> Int8Inputs:
+    """The layers of `path` (concrete) whose inputs are clipped to int8's range by the layer before."""
+    fits = lambda limit: int(limit) <= WEIGHT_LIMIT  # noqa: E731  (activations are clipped to +-limit)
+    hyper_in = [path.z_limit] + [layer.limit for layer in path.hyper[:-1]]
+    network_in = [max(int(path.hyper[-1].limit), int(path.context.limit))] if path.network else []
+    network_in += [layer.limit for layer in path.network[:-1]]
+    return Int8Inputs(tuple(map(fits, hyper_in)), fits(path.y_limit), tuple(map(fits, network_in)))
+
+
+WIDE_INPUTS = Int8Inputs()  # every input int16 (two products): right for any path
+
+
 # --------------------------------------------------------------------------
 # Integer operations.
 # --------------------------------------------------------------------------
@@ -141,8 +177,15 @@ def _patches(x: jax.Array, step: LinearStep) -> jax.Array:
     return jnp.concatenate(windows, axis=-1)
 
 
-def linear(x: jax.Array, layer: IntegerLayer, step: LinearStep | None, activation: str | None) -> jax.Array:
-    """One integer layer: a convolution (`step`) or dense layer (None), rescaled, activated (int32)."""
+def linear(
+    x: jax.Array, layer: IntegerLayer, step: LinearStep | None, activation: str | None, int8: bool = False
+) -> jax.Array:
+    """One integer layer: a convolution (`step`) or dense layer (None), rescaled, activated (int32).
+
+    `int8`: the input is known to lie in int8's range (one product instead of two).
+    """
+    if int8:
+        x = x.astype(jnp.int8)
     if step is None:
         acc = integer_dot(x, layer.weight)
     else:
@@ -158,20 +201,23 @@ def linear(x: jax.Array, layer: IntegerLayer, step: LinearStep | None, activatio
 # --------------------------------------------------------------------------
 
 
-def hyper_synthesis(path: IntegerPath, steps: tuple[LinearStep, ...], z_symbols: jax.Array) -> jax.Array:
+def hyper_synthesis(
+    path: IntegerPath, steps: tuple[LinearStep, ...], z_symbols: jax.Array, int8: Int8Inputs = WIDE_INPUTS
+) -> jax.Array:
     """z's symbols (offsets from the median, int32 (B, h, w, N)) -> hyper features (int32)."""
     z = jnp.clip(z_symbols, -(1 << 14), 1 << 14) << path.z_exponent
     x = jnp.clip(z + path.z_offset, -path.z_limit, path.z_limit)
-    for step, layer in zip(steps, path.hyper, strict=True):
-        x = linear(x, layer, step, step.activation)
+    narrow = int8.hyper or (False,) * len(steps)
+    for step, layer, fits in zip(steps, path.hyper, narrow, strict=True):
+        x = linear(x, layer, step, step.activation, fits)
     return x
 
 
-def latent_input(path: IntegerPath, y_hat: jax.Array) -> jax.Array:
-    """y_hat (float, on the 2^-10 grid) -> the context's int16 input, by exact operations only."""
+def latent_input(path: IntegerPath, y_hat: jax.Array, int8: bool = False) -> jax.Array:
+    """y_hat (float, on the 2^-10 grid) -> the context's int16 (or int8) input, by exact operations only."""
     scaled = jnp.round(y_hat * _as_power_of_two(path.y_exponent))
     limit = path.y_limit.astype(jnp.float32)
-    return jnp.clip(scaled, -limit, limit).astype(jnp.int16)
+    return jnp.clip(scaled, -limit, limit).astype(jnp.int8 if int8 else jnp.int16)
 
 
 def stage_parameters(
@@ -183,18 +229,19 @@ def stage_parameters(
     kernel: StageKernel,
     num_mixtures: int,
     round_centre: bool,
+    int8: Int8Inputs = WIDE_INPUTS,
 ) -> jax.Array:
     """Integer coding parameters (2 + 3K, P, B, h, w, M) of stage `stage`'s elements.
 
     The integer counterpart of `CompressionModel.stage_entropy_parameters`
     followed by `integer_cdf.quantize_parameters`; `kernel` holds the stage's
-    int8 context weights (`StageKernel`).
+    int8 context weights (`StageKernel`); `int8` is `int8_inputs(path)`.
     """
     features = read_stage(plan, hyper, stage)
     if path.network:
         m = y_hat.shape[-1]
         if kernel.taps.shape[0]:
-            acc = stage_context(plan, kernel, stage, latent_input(path, y_hat))
+            acc = stage_context(plan, kernel, stage, latent_input(path, y_hat, int8.context))
             weight_set = jnp.asarray(plan.weight_index)[stage]
             context = rescale(acc + path.context.bias[weight_set], path.context.shift[weight_set],
                               path.context.limit)  # fmt: skip
@@ -202,8 +249,9 @@ def stage_parameters(
         else:  # no context weights (`hyperprior`)
             context = jnp.zeros((*features.shape[:-1], 2 * m), jnp.int32)
         x = jnp.concatenate([features, context], axis=-1)
-        for i, layer in enumerate(path.network):
-            x = linear(x, layer, None, "leaky_relu" if i < len(path.network) - 1 else None)
+        narrow = int8.network or (False,) * len(path.network)
+        for i, (layer, fits) in enumerate(zip(path.network, narrow, strict=True)):
+            x = linear(x, layer, None, "leaky_relu" if i < len(path.network) - 1 else None, fits)
         features = x
     return _coding_parameters(features, num_mixtures, round_centre)
 
@@ -296,21 +344,25 @@ def _quantize_weights(w: np.ndarray, b: np.ndarray | None, in_exponent: np.ndarr
     return _Quantized(weight, np.round(bias * np.exp2(exponent)).astype(np.int64), exponent)
 
 
-def _input_exponents(peak: np.ndarray, limit: int, cap: int, floor: int = -MAX_SHIFT) -> np.ndarray:
-    """Per channel, the largest exponent f <= cap with peak 2^f * HEADROOM <= limit."""
+def _input_exponents(
+    peak: np.ndarray, limit: int, cap: int, floor: int = -MAX_SHIFT, headroom: float = HEADROOM
+) -> np.ndarray:
+    """Per channel, the largest exponent f <= cap with peak 2^f * headroom <= limit."""
     safe = np.maximum(np.asarray(peak, np.float64), 1e-30)
-    f = np.floor(np.log2(limit / (HEADROOM * safe)))
+    f = np.floor(np.log2(limit / (headroom * safe)))
     return np.clip(np.where(peak > 0, f, cap), floor, cap).astype(np.int64)
 
 
-def _fit_input(peak: np.ndarray, consumers: list, cap: int, floor: int = -MAX_SHIFT):
+def _fit_input(peak: np.ndarray, consumers: list, cap: int, floor: int = -MAX_SHIFT, int8: bool = False):
     """(exponents, limit, quantized consumers) of a tensor read by `consumers` [(w, b)].
 
-    The widest activation range (int16 down) whose accumulator bound stays below 2^30.
+    The widest activation range (int16, or int8 with `int8`, down) whose
+    accumulator bound stays below 2^30.
     """
-    for bits in range(MAX_ACTIVATION_BITS, 3, -1):
+    top, headroom = (INT8_BITS, INT8_HEADROOM) if int8 else (MAX_ACTIVATION_BITS, HEADROOM)
+    for bits in range(top, 3, -1):
         limit = (1 << bits) - 1
-        exponent = _input_exponents(peak, limit, cap, floor)
+        exponent = _input_exponents(peak, limit, cap, floor, headroom)
         quantized = [_quantize_weights(w, b, exponent) for w, b in consumers]
         worst = max(_bound(q, limit) for q in quantized)
         if worst < ACCUMULATOR_BOUND:
@@ -347,14 +399,14 @@ def convert(model, params: Any, images: list[np.ndarray]) -> IntegerPath:
 
     # z_hat -> the hyper-synthesis.
     z_exponent, z_limit, (first,) = _fit_input(
-        peaks["z"], [weights(p["h_s"], steps[0].name)], Z_MAX_EXPONENT, 0
+        peaks["z"], [weights(p["h_s"], steps[0].name)], Z_MAX_EXPONENT, 0, int8="hyper" in INT8_INPUTS
     )
     median = np.asarray(model.apply(params, method=type(model).z_median), np.float64)
     z_offset = np.round(median * np.exp2(z_exponent)).astype(np.int32)
     hyper, pending = [], first
     for i, step in enumerate(steps[1:], 1):  # each step's output exponents are its consumer's input exponents
         exponent, limit, (q,) = _fit_input(
-            peaks[f"hyper{i - 1}"], [weights(p["h_s"], step.name)], MAX_EXPONENT
+            peaks[f"hyper{i - 1}"], [weights(p["h_s"], step.name)], MAX_EXPONENT, int8="hyper" in INT8_INPUTS
         )
         hyper.append(_finish(pending, np.repeat(exponent, steps[i - 1].shuffle ** 2), limit))
         pending = q
@@ -378,12 +430,13 @@ def convert(model, params: Any, images: list[np.ndarray]) -> IntegerPath:
                 for s in range(len(context_sets))
             ],
             Y_MAX_EXPONENT,
+            int8="context" in INT8_INPUTS,
         )
     else:
         y_exponent, y_limit, sets = np.zeros(m, np.int64), 0, []
     # hyper features and context -> the first dense layer.
     inputs_peak = np.concatenate([peaks[f"hyper{len(steps) - 1}"], peaks["context"]])
-    exponent, limit, (d0,) = _fit_input(inputs_peak, [dense[0]], MAX_EXPONENT)
+    exponent, limit, (d0,) = _fit_input(inputs_peak, [dense[0]], MAX_EXPONENT, int8="dense0" in INT8_INPUTS)
     hyper.append(_finish(pending, exponent[: 2 * m], limit))
     context = empty_context
     if sets:
