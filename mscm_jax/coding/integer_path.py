@@ -12,8 +12,8 @@ pixels, not the decodability).
 
 Fixed point. Every activation channel c holds `a * 2^-f[c]` with `a` an int8
 or int16 (`INT8_INPUTS`) and a power-of-two exponent `f[c]`; these scales are
-folded into the next layer's weights, which are int8 with one power-of-two scale per output
-channel: `W[i, o] = round(w[i, o] 2^-f[i] 2^e[o])`. The accumulator is int32
+folded into the next layer's weights, which are int8 with one power-of-two
+scale per output channel: `W[i, o] = round(w[i, o] 2^-f[i] 2^e[o])`. The accumulator is int32
 in 2^-e[o]; moving it to the next activation's 2^-f is a rounding shift, so
 no layer needs a multiplier (`rescale`). Calibration (`convert`) picks
 `f` from each channel's largest value on a few images, with one bit of headroom
