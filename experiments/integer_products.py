@@ -5,8 +5,9 @@
 cheng2020-attn's network maps 4M -> 10M/3 -> 8M/3 -> 9M channels (K = 3);
 a stage of mscm4x4-paper on a 768x512 image has 96 elements, one of
 checkerboard 768. Each row times one product of E rows: float32 (the float
-path), one int16 x int8 product into int32, and `ops.integer_dot` (two int8 x
-int8 products, what the integer path runs). Medians, the variants taking turns.
+path), one int16 x int8 product into int32, and `ops.integer_dot` of int16
+inputs (two int8 x int8 products, what the integer path runs for its int16
+inputs; an int8 input is one such product). Medians, the variants taking turns.
 """
 
 import argparse
