@@ -122,13 +122,27 @@ class Int8Inputs(NamedTuple):
     network: tuple[bool, ...] = ()
 
 
+def _layer_inputs(path: IntegerPath) -> list[tuple[str, IntegerLayer, int]]:
+    """(name, layer, clip limit of its input) of every layer of `path` (concrete), in order."""
+    layers = [(f"hyper{i}", layer) for i, layer in enumerate(path.hyper)]
+    limits = [int(path.z_limit)] + [int(layer.limit) for layer in path.hyper[:-1]]
+    if path.network:
+        layers.append(("context", path.context))
+        limits.append(int(path.y_limit))
+        layers += [(f"network{i}", layer) for i, layer in enumerate(path.network)]
+        limits += [max(int(path.hyper[-1].limit), int(path.context.limit))]
+        limits += [int(layer.limit) for layer in path.network[:-1]]
+    return [(name, layer, limit) for (name, layer), limit in zip(layers, limits, strict=True)]
+
+
 def int8_inputs(path: IntegerPath) -> Int8Inputs:
     """The layers of `path` (concrete) whose inputs are clipped to int8's range by the layer before."""
-    fits = lambda limit: int(limit) <= WEIGHT_LIMIT  # noqa: E731  (activations are clipped to +-limit)
-    hyper_in = [path.z_limit] + [layer.limit for layer in path.hyper[:-1]]
-    network_in = [max(int(path.hyper[-1].limit), int(path.context.limit))] if path.network else []
-    network_in += [layer.limit for layer in path.network[:-1]]
-    return Int8Inputs(tuple(map(fits, hyper_in)), fits(path.y_limit), tuple(map(fits, network_in)))
+    fits = {name: limit <= WEIGHT_LIMIT for name, _, limit in _layer_inputs(path)}
+    return Int8Inputs(
+        tuple(fits[f"hyper{i}"] for i in range(len(path.hyper))),
+        fits.get("context", False),  # read only with a parameter network
+        tuple(fits[f"network{i}"] for i in range(len(path.network))),
+    )
 
 
 WIDE_INPUTS = Int8Inputs()  # every input int16 (two products): right for any path
@@ -299,15 +313,7 @@ def check_bounds(path: IntegerPath) -> dict[str, int]:
     shifts below 31.
     """
     bounds = {}
-    layers = [(f"hyper{i}", layer) for i, layer in enumerate(path.hyper)]
-    limits = [int(path.z_limit)] + [int(layer.limit) for layer in path.hyper[:-1]]
-    if path.network:
-        layers.append(("context", path.context))
-        limits.append(int(path.y_limit))
-        layers += [(f"network{i}", layer) for i, layer in enumerate(path.network)]
-        limits += [max(int(path.hyper[-1].limit), int(path.context.limit))]
-        limits += [int(layer.limit) for layer in path.network[:-1]]
-    for (name, layer), limit in zip(layers, limits, strict=True):
+    for name, layer, limit in _layer_inputs(path):
         weight = np.asarray(layer.weight)
         if weight.dtype != np.int8 or np.any(np.abs(np.asarray(layer.shift)) > MAX_SHIFT):
             raise ValueError(
