@@ -40,15 +40,17 @@ def integer_codec(schedule: str = "mscm4x4-paper", transform: str = "cheng2020-a
 # --------------------------------------------------------------------------
 
 
-def _reference_linear(x, weight, bias, shift, limit, leaky):
+def _reference_linear(x, weight, bias, shift, limit, leaky, zero_point=None, rounded=False):
     """One dense layer in int64 with floor divisions: what `integer_path.linear` must compute."""
+    if zero_point is not None:
+        x = np.clip(x.astype(np.int64) - zero_point, -127, 127)
     acc = x.astype(np.int64) @ weight.astype(np.int64) + bias
     right = np.maximum(shift, 0)
     left = np.maximum(-shift, 0)
     down = (acc + (2**right) // 2) // 2**right
     up = np.clip(acc, -(limit // 2**left), limit // 2**left) * 2**left
     out = np.clip(np.where(shift >= 0, down, up), -limit, limit)
-    return np.where(out >= 0, out, (out * 655) // 65536) if leaky else out
+    return np.where(out >= 0, out, (out * 655 + (32768 if rounded else 0)) // 65536) if leaky else out
 
 
 def test_integer_dense_layer_equals_int64_reference():
@@ -59,13 +61,41 @@ def test_integer_dense_layer_equals_int64_reference():
     shift = rng.integers(-6, 25, 24).astype(np.int32)
     limit = np.int32(2**15 - 1)
     layer = integer_path.IntegerLayer(*map(jnp.asarray, (weight, bias, shift, limit)))
-    for leaky in (False, True):
-        got = jax.jit(integer_path.linear, static_argnums=(2, 3))(
-            x, layer, None, "leaky_relu" if leaky else None
-        )
-        np.testing.assert_array_equal(
-            np.asarray(got), _reference_linear(x, weight, bias, shift, 2**15 - 1, leaky)
-        )
+    zero_point = rng.integers(-127, 128, 40).astype(np.int32)
+    near = np.clip(zero_point + rng.integers(-160, 161, (64, 40)), -32767, 32767).astype(np.int32)
+    # int16 inputs and floor (paths of 0.2.0); inputs around zero points, some clipped, and rounding.
+    for inputs, int8, zp, rounded in ((x, False, None, False), (near, True, zero_point, True)):
+        for leaky in (False, True):
+            got = jax.jit(integer_path.linear, static_argnums=(2, 3, 4, 6))(
+                inputs, layer, None, "leaky_relu" if leaky else None, int8, zp, rounded
+            )
+            expected = _reference_linear(inputs, weight, bias, shift, 2**15 - 1, leaky, zp, rounded)
+            np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+def test_activations_read_through_zero_points_keep_the_float_layer():
+    """`_fit_activation`: each channel's codes span its calibrated range (one quiet on the
+    calibration images is widened), and the consumer's bias absorbs the zero points."""
+    rng = np.random.default_rng(1)
+    high = rng.uniform(0.5, 8.0, 12)
+    low = -0.01 * rng.uniform(0.5, 8.0, 12)
+    high[3], low[3] = 0.0, 0.0  # quiet on the calibration images
+    weight, bias = rng.normal(0, 0.2, (12, 5)), rng.normal(0, 1, 5)
+    exponent, zero_point, q = integer_path._fit_activation(low, high, (weight, bias), cap=24)
+    # The quiet channel reads values up to 2^-6 of the widest range; the others up to twice theirs.
+    widest, step = np.max(high - low), np.exp2(-exponent.astype(float))
+    upper, lower = (zero_point + 127) * step, (zero_point - 127) * step
+    margin = (high - low - step) / 2  # one bit of headroom, less half a code for the rounded centre
+    assert np.all(upper >= high + margin) and np.all(lower <= low - margin)
+    assert zero_point[3] == 0 and widest / 64 <= upper[3] <= widest / 16
+    x = rng.uniform(low, high, (200, 12))
+    x[:, 3] = rng.uniform(-widest / 128, widest / 128, 200)
+    codes = np.round(x * np.exp2(exponent))
+    inputs = np.clip(codes - zero_point, -127, 127)
+    acc = inputs @ q.weight.astype(np.int64) + q.bias
+    expected = (x @ weight + bias) * np.exp2(q.exponent)
+    scale = np.abs(expected).max()
+    assert np.abs(acc - expected).max() <= 0.02 * scale
 
 
 def test_integer_log_scale_and_softmax_follow_their_definitions():
@@ -132,18 +162,20 @@ def test_converted_path_is_bounded_and_close_to_the_float_parameters(trained_wor
     k = codec.config.num_mixtures
     error = np.abs(rows[0] - rows[1])
     means, log_scales = error[2 : 2 + k], error[2 + k : 2 + 2 * k]
-    # In 2^-10 units (measured: medians 4 and 5, 99th percentiles 45 and 35; without the
-    # integer LeakyReLU 390 and 436, 2131 and 2330).
+    # In 2^-10 units (measured: medians 7 and 9, 99th percentiles 63 and 60; with a flooring
+    # LeakyReLU before the int8 codes 13 and 17, 999 and 138; with z int8 instead of int16 the
+    # means' 99th percentile is 981; without the integer LeakyReLU 390 and 436, 2131 and 2330).
     for error in (means, log_scales):
         assert np.median(error) <= 16 and np.percentile(error, 99) <= 128
 
 
 def test_int8_inputs_compute_what_the_two_product_split_computes():
-    """The context's and the first dense layer's inputs are int8 (one product each), with the same
-    results as two products."""
+    """Every input but z's is int8 (one product each): centred ones give the same results as two
+    products, and the activations' are read through zero points."""
     codec = integer_codec()
     path, int8 = codec.integer, integer_path.int8_inputs(codec.integer)
-    assert int8.context and int8.network == (True, False, False)
+    assert int8 == integer_path.Int8Inputs((False, True, True, True, True), True, (True, True, True))
+    assert len(path.hyper_zero_points) == 4 and len(path.network_zero_points) == 2
     y_hat = jnp.asarray(codec.compress(PHOTO).y_hat)[None]
     layout = codec._layout(y_hat.shape[1:3])
     z = np.random.default_rng(0).integers(-3, 4, (1, *layout.z_shape))
@@ -167,6 +199,12 @@ def test_bounds_refuse_a_layer_that_could_overflow():
     wide = first._replace(weight=jnp.full_like(first.weight, 127), bias=jnp.full_like(first.bias, 2**31 - 2))
     with pytest.raises(ValueError, match=r"network0.*2\^31"):
         integer_path.check_bounds(path._replace(network=(wide, *path.network[1:])))
+    zero_points = path.network_zero_points
+    for damaged, match in (((zero_points[0] + 128, zero_points[1]), r"network1: zero points beyond"),
+                           ((zero_points[0][:-1], zero_points[1]), r"network1: zero points must be"),
+                           (zero_points[:1], "1 network zero point sets for 2")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            integer_path.check_bounds(path._replace(network_zero_points=damaged))
 
 
 def test_integer_files_round_trip_and_name_their_coder(tmp_path):

@@ -11,21 +11,29 @@ the same numbers; the analysis and synthesis stay float (they change the
 pixels, not the decodability).
 
 Fixed point. Every activation channel c holds `a * 2^-f[c]` with `a` an int8
-or int16 (`INT8_INPUTS`) and a power-of-two exponent `f[c]`; these scales are
+(z's symbols: int16) and a power-of-two exponent `f[c]`; these scales are
 folded into the next layer's weights, which are int8 with one power-of-two
-scale per output channel: `W[i, o] = round(w[i, o] 2^-f[i] 2^e[o])`. The accumulator is int32
-in 2^-e[o]; moving it to the next activation's 2^-f is a rounding shift, so
-no layer needs a multiplier (`rescale`). Calibration (`convert`) picks
-`f` from each channel's largest value on a few images, with one bit of headroom
-for int16 activations and none for int8 ones (values beyond are clipped).
+scale per output channel: `W[i, o] = round(w[i, o] 2^-f[i] 2^e[o])`. The
+accumulator is int32 in 2^-e[o]; moving it to the next activation's 2^-f is
+a rounding shift, so no layer needs a multiplier (`rescale`). Calibration
+(`convert`) picks `f` from each channel's values on a few images:
 
-Which inputs are int8 is the speed-rate trade-off: an int8 input is one int8
-product, an int16 one two (`ops.integer_dot`). The context's and the first
-dense layer's inputs cost about nothing at 8 bits; the second and third dense
-layers' inputs cost about 1 % of rate each, and the hyper-synthesis layers'
-together 0.1-0.55 %, so they stay int16 (docs/format.md has the figures).
-Which layers' inputs fit int8 follows from the stored clip limits
-(`int8_inputs`), so model files need no new field.
+- centred inputs (y_hat's taps, the first dense layer's) use the whole int8
+  range for the largest |value|, values beyond are clipped;
+- a LeakyReLU's outputs lie almost all on one side of zero, so they are read
+  as int8 codes around a per-channel zero point (`_fit_activation`, one bit
+  of headroom), the consumer's bias absorbing `W^T zero_point`, and the
+  LeakyReLU rounds to nearest (a floor would shift every negative value by up
+  to a code, about 1 % of rate);
+- z's symbols stay int16 with one bit of headroom: clipping a symbol the
+  calibration images never reached would lose it.
+
+So every layer but the first hyper-synthesis one is one int8 x int8 product
+(`ops.integer_dot`; int16 inputs take two). Against the float path this
+costs no rate (docs/format.md has the figures). Paths converted by mscm-jax
+0.2.0 read int16 activations with a flooring LeakyReLU and no zero points;
+which inputs are int8 follows from the stored values (`int8_inputs`), so
+both kinds decode.
 
 Why nothing overflows. For an output channel o, every partial sum of the
 accumulation is at most `sum_i |W[i, o]| * A + |b[o]|` in magnitude, where
@@ -58,15 +66,15 @@ from mscm_jax.model.ops import INT8_SPLIT_MARGIN, integer_dot, pixel_shuffle
 from mscm_jax.model.schedules import StagePlan
 from mscm_jax.model.transforms import LinearStep
 
-WEIGHT_LIMIT = 127  # int8 weights
-MAX_ACTIVATION_BITS = 15  # int16 activations
-INT8_BITS, INT8_HEADROOM = 7, 1.0  # int8 activations: |a| <= 127, calibrated maxima use the whole range
-INT8_INPUTS = ("context", "dense0")  # the layers whose inputs `convert` makes int8
+WEIGHT_LIMIT = 127  # int8 weights and int8 inputs
+MAX_ACTIVATION_BITS = 15  # int16 inputs: z's
+ACTIVATION_LIMIT = (1 << 15) - 1  # the clip of activations read through zero points
 ACCUMULATOR_BOUND = 1 << 30  # proven bound on |partial sums| (+ the rounding term: below 2^31)
 OUTPUT_LIMIT = 1 << 24  # the last layer's outputs (means, scales, logits)
 MAX_SHIFT = 30
 LEAKY_SLOPE, LEAKY_BITS = 655, 16  # LeakyReLU slope 0.01 ~ 655 / 2^16
-HEADROOM = 2.0  # calibrated maxima use half the range
+HEADROOM = {16: 2.0, 8: 1.0}  # int16 inputs: calibrated maxima use half the range; centred int8: all of it
+ACTIVATION_HEADROOM, MIN_ACTIVATION_WIDTH = 2.0, 2.0**-6  # zero points: see `_fit_activation`
 MAX_EXPONENT = 24  # exponents of channels that were always zero in calibration
 Z_MAX_EXPONENT, Y_MAX_EXPONENT = 16, integer_cdf.PARAM_BITS  # y_hat lies on the 2^-10 grid
 
@@ -91,6 +99,10 @@ class IntegerPath(NamedTuple):
 
     z_exponent, z_offset: (N,) z_hat enters as `symbol 2^f + round(median 2^f)`;
     y_exponent: (M,) y_hat enters as `round(y_hat 2^f)`; z_limit, y_limit: their clips.
+    hyper_zero_points, network_zero_points: int32 (I,) per layer after the
+    first, whose input (an activation) it reads as int8 `clip(x - zero_point,
+    -127, 127)`; empty in paths converted before zero points (mscm-jax 0.2.0),
+    whose inputs are centred (int16, or int8 where the clip limit allows).
     """
 
     z_exponent: jax.Array
@@ -101,6 +113,8 @@ class IntegerPath(NamedTuple):
     y_limit: jax.Array
     context: IntegerLayer
     network: tuple[IntegerLayer, ...]
+    hyper_zero_points: tuple[jax.Array, ...] = ()
+    network_zero_points: tuple[jax.Array, ...] = ()
 
 
 for _cls in (IntegerLayer, IntegerPath):
@@ -124,19 +138,24 @@ class Int8Inputs(NamedTuple):
 
 def _layer_inputs(path: IntegerPath) -> list[tuple[str, IntegerLayer, int]]:
     """(name, layer, clip limit of its input) of every layer of `path` (concrete), in order."""
-    layers = [(f"hyper{i}", layer) for i, layer in enumerate(path.hyper)]
-    limits = [int(path.z_limit)] + [int(layer.limit) for layer in path.hyper[:-1]]
+
+    def after(previous, zero_points):  # an input read through zero points is clipped to int8
+        return [WEIGHT_LIMIT if zero_points else int(layer.limit) for layer in previous]
+
+    named = [(f"hyper{i}", layer) for i, layer in enumerate(path.hyper)]
+    limits = [int(path.z_limit), *after(path.hyper[:-1], path.hyper_zero_points)]
     if path.network:
-        layers.append(("context", path.context))
+        named.append(("context", path.context))
         limits.append(int(path.y_limit))
-        layers += [(f"network{i}", layer) for i, layer in enumerate(path.network)]
+        named += [(f"network{i}", layer) for i, layer in enumerate(path.network)]
         limits += [max(int(path.hyper[-1].limit), int(path.context.limit))]
-        limits += [int(layer.limit) for layer in path.network[:-1]]
-    return [(name, layer, limit) for (name, layer), limit in zip(layers, limits, strict=True)]
+        limits += after(path.network[:-1], path.network_zero_points)
+    return [(name, layer, limit) for (name, layer), limit in zip(named, limits, strict=True)]
 
 
 def int8_inputs(path: IntegerPath) -> Int8Inputs:
-    """The layers of `path` (concrete) whose inputs are clipped to int8's range by the layer before."""
+    """The layers of `path` (concrete) whose inputs are int8: clipped to its range by the layer
+    before, or read through zero points."""
     fits = {name: limit <= WEIGHT_LIMIT for name, _, limit in _layer_inputs(path)}
     return Int8Inputs(
         tuple(fits[f"hyper{i}"] for i in range(len(path.hyper))),
@@ -165,9 +184,16 @@ def rescale(acc: jax.Array, shift: jax.Array, limit: jax.Array) -> jax.Array:
     return jnp.clip(jnp.where(shift >= 0, down, up), -limit, limit)
 
 
-def leaky_relu(x: jax.Array) -> jax.Array:
-    """Integer LeakyReLU, slope 655 / 2^16 (floor): |x| < 2^15 keeps the product below 2^25."""
-    return jnp.where(x >= 0, x, (x * LEAKY_SLOPE) >> LEAKY_BITS)
+def leaky_relu(x: jax.Array, rounded: bool = False) -> jax.Array:
+    """Integer LeakyReLU, slope 655 / 2^16: |x| < 2^15 keeps the product below 2^25.
+
+    Negative values round down, or with `rounded` to nearest (half up). An
+    activation read as int8 codes needs `rounded`: flooring would move almost
+    every negative value by up to a whole code, a bias that costs about 1 % of
+    rate; paths converted before zero points floor their int16 activations.
+    """
+    half = (1 << (LEAKY_BITS - 1)) if rounded else 0
+    return jnp.where(x >= 0, x, (x * LEAKY_SLOPE + half) >> LEAKY_BITS)
 
 
 def _as_power_of_two(exponent: jax.Array) -> jax.Array:
@@ -192,22 +218,34 @@ def _patches(x: jax.Array, step: LinearStep) -> jax.Array:
 
 
 def linear(
-    x: jax.Array, layer: IntegerLayer, step: LinearStep | None, activation: str | None, int8: bool = False
+    x: jax.Array,
+    layer: IntegerLayer,
+    step: LinearStep | None,
+    activation: str | None,
+    int8: bool = False,
+    zero_point: jax.Array | None = None,
+    codes_out: bool = False,
 ) -> jax.Array:
     """One integer layer: a convolution (`step`) or dense layer (None), rescaled, activated (int32).
 
-    `int8`: the input is known to lie in int8's range (one product instead of two).
+    `int8`: the input is known to lie in int8's range (one product instead of
+    two); `zero_point` (I,): the layer reads int8 `clip(x - zero_point, -127, 127)`;
+    `codes_out`: the next layer reads the output through zero points (`leaky_relu`'s rounding).
+    The zero points are subtracted from the windows, after the padding (and
+    the transposed convolution's inserted zeros), which stay zeros of x.
     """
-    if int8:
+    if int8 and zero_point is None:
         x = x.astype(jnp.int8)
-    if step is None:
-        acc = integer_dot(x, layer.weight)
-    else:
-        acc = integer_dot(_patches(x, step), layer.weight.reshape(-1, layer.weight.shape[-1]))
+    if step is not None:
+        x = _patches(x, step)
+    if zero_point is not None:
+        centred = x - jnp.tile(zero_point, x.shape[-1] // zero_point.shape[0])
+        x = jnp.clip(centred, -WEIGHT_LIMIT, WEIGHT_LIMIT).astype(jnp.int8)
+    acc = integer_dot(x, layer.weight.reshape(-1, layer.weight.shape[-1]))
     out = rescale(acc + layer.bias, layer.shift, layer.limit)
     if step is not None and step.shuffle > 1:
         out = pixel_shuffle(out, step.shuffle)
-    return leaky_relu(out) if activation == "leaky_relu" else out
+    return leaky_relu(out, codes_out) if activation == "leaky_relu" else out
 
 
 # --------------------------------------------------------------------------
@@ -222,9 +260,19 @@ def hyper_synthesis(
     z = jnp.clip(z_symbols, -(1 << 14), 1 << 14) << path.z_exponent
     x = jnp.clip(z + path.z_offset, -path.z_limit, path.z_limit)
     narrow = int8.hyper or (False,) * len(steps)
-    for step, layer, fits in zip(steps, path.hyper, narrow, strict=True):
-        x = linear(x, layer, step, step.activation, fits)
+    zero_points = _zero_points(path.hyper_zero_points, len(steps))
+    for i, (step, layer, fits) in enumerate(zip(steps, path.hyper, narrow, strict=True)):
+        x = linear(x, layer, step, step.activation, fits, zero_points[i], zero_points[i + 1] is not None)
     return x
+
+
+def _zero_points(stored: tuple[jax.Array, ...], count: int) -> tuple[jax.Array | None, ...]:
+    """Per layer and one past the last, its input's zero points or None.
+
+    The first layer's input is never an activation, the one past the last
+    (the outputs) never has zero points.
+    """
+    return (None, *stored, None) if stored else (None,) * (count + 1)
 
 
 def latent_input(path: IntegerPath, y_hat: jax.Array, int8: bool = False) -> jax.Array:
@@ -264,8 +312,10 @@ def stage_parameters(
             context = jnp.zeros((*features.shape[:-1], 2 * m), jnp.int32)
         x = jnp.concatenate([features, context], axis=-1)
         narrow = int8.network or (False,) * len(path.network)
+        zero_points = _zero_points(path.network_zero_points, len(path.network))
         for i, (layer, fits) in enumerate(zip(path.network, narrow, strict=True)):
-            x = linear(x, layer, None, "leaky_relu" if i < len(path.network) - 1 else None, fits)
+            activation = "leaky_relu" if i < len(path.network) - 1 else None
+            x = linear(x, layer, None, activation, fits, zero_points[i], zero_points[i + 1] is not None)
         features = x
     return _coding_parameters(features, num_mixtures, round_centre)
 
@@ -324,7 +374,26 @@ def check_bounds(path: IntegerPath) -> dict[str, int]:
         bounds[name] = _worst_case(layer, limit)
         if bounds[name] >= 1 << 31:
             raise ValueError(f"integer path layer {name}: accumulators may reach {bounds[name]} >= 2^31")
+    _check_zero_points("hyper", path.hyper_zero_points, path.hyper)
+    _check_zero_points("network", path.network_zero_points, path.network)
     return bounds
+
+
+def _check_zero_points(kind: str, stored: tuple, consumers: tuple[IntegerLayer, ...]) -> None:
+    """None, or one int32 zero point per input channel of every layer after the first, within int8."""
+    if not stored:
+        return
+    if len(stored) != len(consumers) - 1:
+        raise ValueError(
+            f"integer path: {len(stored)} {kind} zero point sets for {len(consumers) - 1} layers"
+        )
+    for i, (zero_point, layer) in enumerate(zip(stored, consumers[1:], strict=True), 1):
+        zero_point = np.asarray(zero_point)
+        channels = np.asarray(layer.weight).shape[-2]
+        if zero_point.dtype != np.int32 or zero_point.shape != (channels,):
+            raise ValueError(f"integer path layer {kind}{i}: zero points must be int32 ({channels},)")
+        if np.any(np.abs(zero_point) > WEIGHT_LIMIT):
+            raise ValueError(f"integer path layer {kind}{i}: zero points beyond +-{WEIGHT_LIMIT}")
 
 
 # --------------------------------------------------------------------------
@@ -350,30 +419,52 @@ def _quantize_weights(w: np.ndarray, b: np.ndarray | None, in_exponent: np.ndarr
     return _Quantized(weight, np.round(bias * np.exp2(exponent)).astype(np.int64), exponent)
 
 
-def _input_exponents(
-    peak: np.ndarray, limit: int, cap: int, floor: int = -MAX_SHIFT, headroom: float = HEADROOM
-) -> np.ndarray:
+def _input_exponents(peak: np.ndarray, limit: int, cap: int, floor: int, headroom: float) -> np.ndarray:
     """Per channel, the largest exponent f <= cap with peak 2^f * headroom <= limit."""
     safe = np.maximum(np.asarray(peak, np.float64), 1e-30)
     f = np.floor(np.log2(limit / (headroom * safe)))
     return np.clip(np.where(peak > 0, f, cap), floor, cap).astype(np.int64)
 
 
-def _fit_input(peak: np.ndarray, consumers: list, cap: int, floor: int = -MAX_SHIFT, int8: bool = False):
-    """(exponents, limit, quantized consumers) of a tensor read by `consumers` [(w, b)].
+def _fit_input(peak: np.ndarray, consumers: list, cap: int, floor: int = -MAX_SHIFT, width: int = 8):
+    """(exponents, limit, quantized consumers) of a centred tensor read by `consumers` [(w, b)].
 
-    The widest activation range (int16, or int8 with `int8`, down) whose
-    accumulator bound stays below 2^30.
+    The widest range of an int`width` (or narrower) whose accumulator bound stays below 2^30.
     """
-    top, headroom = (INT8_BITS, INT8_HEADROOM) if int8 else (MAX_ACTIVATION_BITS, HEADROOM)
-    for bits in range(top, 3, -1):
+    for bits in range(width - 1, 3, -1):
         limit = (1 << bits) - 1
-        exponent = _input_exponents(peak, limit, cap, floor, headroom)
+        exponent = _input_exponents(peak, limit, cap, floor, HEADROOM[width])
         quantized = [_quantize_weights(w, b, exponent) for w, b in consumers]
-        worst = max(_bound(q, limit) for q in quantized)
-        if worst < ACCUMULATOR_BOUND:
+        if max(_bound(q, limit) for q in quantized) < ACCUMULATOR_BOUND:
             return exponent, limit, quantized
-    raise ValueError("the integer path cannot bound this model's accumulators below 2^30 (weights too wide)")
+    raise ValueError(_TOO_WIDE)
+
+
+_TOO_WIDE = "the integer path cannot bound this model's accumulators below 2^30 (weights too wide)"
+
+
+def _fit_activation(low: np.ndarray, high: np.ndarray, consumer: tuple, cap: int):
+    """(exponents, zero points, quantized consumer) of an activation read as int8 around zero points.
+
+    A LeakyReLU's outputs lie almost all on one side of zero, so a centred
+    int8 range would leave half its codes unused: each channel's codes are
+    centred on its calibrated [low, high] instead (with 0 inside, so padding
+    stays exact), with one bit of headroom. A channel narrower than 2^-6 of
+    the widest gets that width: one that was quiet on the calibration images
+    is then not clipped to nothing on others. The consumer's bias absorbs
+    `sum_i W[i, o] zero_point[i]`.
+    """
+    low, high = np.minimum(low, 0.0), np.maximum(high, 0.0)
+    width = np.maximum(high - low, MIN_ACTIVATION_WIDTH * np.max(high - low))
+    exponent = np.floor(np.log2(2 * WEIGHT_LIMIT / (ACTIVATION_HEADROOM * np.maximum(width, 1e-30))))
+    exponent = np.clip(np.where(width > 0, exponent, cap), -MAX_SHIFT, cap).astype(np.int64)
+    zero_point = np.round((high + low) / 2 * np.exp2(exponent)).astype(np.int64)
+    q = _quantize_weights(*consumer, exponent)
+    weight = q.weight.astype(np.int64).reshape(-1, len(zero_point), q.weight.shape[-1])
+    q.bias = q.bias + np.einsum("kio,i->o", weight, zero_point)
+    if _bound(q, WEIGHT_LIMIT) >= ACCUMULATOR_BOUND:
+        raise ValueError(_TOO_WIDE)
+    return exponent, zero_point.astype(np.int32), q
 
 
 def _bound(q: _Quantized, limit: int) -> int:
@@ -404,17 +495,19 @@ def convert(model, params: Any, images: list[np.ndarray]) -> IntegerPath:
         return np.asarray(node["kernel"]), np.asarray(node["bias"])
 
     # z_hat -> the hyper-synthesis.
-    z_exponent, z_limit, (first,) = _fit_input(
-        peaks["z"], [weights(p["h_s"], steps[0].name)], Z_MAX_EXPONENT, 0, int8="hyper" in INT8_INPUTS
+    z_exponent, z_limit, (first,) = _fit_input(  # int16: z's symbols are exact, so not clipped
+        peaks["z"], [weights(p["h_s"], steps[0].name)], Z_MAX_EXPONENT, 0, width=16
     )
     median = np.asarray(model.apply(params, method=type(model).z_median), np.float64)
     z_offset = np.round(median * np.exp2(z_exponent)).astype(np.int32)
-    hyper, pending = [], first
+    hyper, hyper_zero_points, pending = [], [], first
     for i, step in enumerate(steps[1:], 1):  # each step's output exponents are its consumer's input exponents
-        exponent, limit, (q,) = _fit_input(
-            peaks[f"hyper{i - 1}"], [weights(p["h_s"], step.name)], MAX_EXPONENT, int8="hyper" in INT8_INPUTS
+        name = f"hyper{i - 1}"
+        exponent, zero_point, q = _fit_activation(
+            -peaks[f"{name}-"], peaks[f"{name}+"], weights(p["h_s"], step.name), MAX_EXPONENT
         )
-        hyper.append(_finish(pending, np.repeat(exponent, steps[i - 1].shuffle ** 2), limit))
+        hyper.append(_finish(pending, np.repeat(exponent, steps[i - 1].shuffle ** 2), ACTIVATION_LIMIT))
+        hyper_zero_points.append(zero_point)
         pending = q
     context_params = p.get("context", {})  # none without context weights and parameter network
     context_sets = np.asarray(context_params.get("context_kernel", np.zeros((0, 5, 5, m, 2 * m))))
@@ -423,7 +516,8 @@ def convert(model, params: Any, images: list[np.ndarray]) -> IntegerPath:
                                  np.zeros((0, 2 * m), np.int32), np.int32(0))  # fmt: skip
     if not config.entropy_parameter_network:
         hyper.append(_finish(pending, _head_exponents(2 * m, 1), OUTPUT_LIMIT))
-        return _path(z_exponent, z_offset, z_limit, hyper, np.zeros(m, np.int32), 0, empty_context, [])
+        return _path(z_exponent, z_offset, z_limit, hyper, np.zeros(m, np.int32), 0, empty_context, [],
+                     hyper_zero_points, [])  # fmt: skip
 
     net = p["context"]["entropy_parameters"]
     dense = [weights(net, (f"dense{i}",)) for i in range(3)]
@@ -436,32 +530,38 @@ def convert(model, params: Any, images: list[np.ndarray]) -> IntegerPath:
                 for s in range(len(context_sets))
             ],
             Y_MAX_EXPONENT,
-            int8="context" in INT8_INPUTS,
         )
     else:
         y_exponent, y_limit, sets = np.zeros(m, np.int64), 0, []
     # hyper features and context -> the first dense layer.
     inputs_peak = np.concatenate([peaks[f"hyper{len(steps) - 1}"], peaks["context"]])
-    exponent, limit, (d0,) = _fit_input(inputs_peak, [dense[0]], MAX_EXPONENT, int8="dense0" in INT8_INPUTS)
+    exponent, limit, (d0,) = _fit_input(inputs_peak, [dense[0]], MAX_EXPONENT)
     hyper.append(_finish(pending, exponent[: 2 * m], limit))
     context = empty_context
     if sets:
         layers = [_finish(q, exponent[2 * m :], limit) for q in sets]
         stacked = [np.stack([layer[i] for layer in layers]) for i in range(3)]
         context = IntegerLayer(*stacked, np.int32(limit))
-    network, pending = [], d0
+    network, network_zero_points, pending = [], [], d0
     for i in (1, 2):
-        exponent, limit, (q,) = _fit_input(peaks[f"network{i - 1}"], [dense[i]], MAX_EXPONENT)
-        network.append(_finish(pending, exponent, limit))
+        name = f"network{i - 1}"
+        exponent, zero_point, q = _fit_activation(
+            -peaks[f"{name}-"], peaks[f"{name}+"], dense[i], MAX_EXPONENT
+        )
+        network.append(_finish(pending, exponent, ACTIVATION_LIMIT))
+        network_zero_points.append(zero_point)
         pending = q
     network.append(_finish(pending, _head_exponents(dense[2][0].shape[-1], k), OUTPUT_LIMIT))
-    return _path(z_exponent, z_offset, z_limit, hyper, y_exponent, y_limit, context, network)
+    return _path(z_exponent, z_offset, z_limit, hyper, y_exponent, y_limit, context, network,
+                 hyper_zero_points, network_zero_points)  # fmt: skip
 
 
-def _path(z_exponent, z_offset, z_limit, hyper, y_exponent, y_limit, context, network) -> IntegerPath:
+def _path(z_exponent, z_offset, z_limit, hyper, y_exponent, y_limit, context, network,
+          hyper_zero_points, network_zero_points) -> IntegerPath:  # fmt: skip
     path = IntegerPath(
         np.asarray(z_exponent, np.int32), np.asarray(z_offset, np.int32), np.int32(z_limit),
         tuple(hyper), np.asarray(y_exponent, np.int32), np.int32(y_limit), context, tuple(network),
+        tuple(hyper_zero_points), tuple(network_zero_points),
     )  # fmt: skip
     check_bounds(path)
     return jax.device_put(path)
@@ -493,12 +593,18 @@ def float_hyper_synthesis(params: Any, steps: tuple[LinearStep, ...], z_hat: jax
 
 
 def _calibrate(model, params: Any, images: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-channel largest |value| of every tensor the integer path quantizes, over `images`."""
+    """Per channel, over `images`: the largest |value| of every centred tensor the integer path
+    quantizes, and the largest value (`name+`) and largest negated value (`name-`) of every activation.
+    """
     from mscm_jax.model.compression_model import CompressionModel
 
     config = model.config
     steps = config.transform_family.hyper_synthesis_steps
     peak = lambda a: jnp.max(jnp.abs(a.reshape(-1, a.shape[-1])), axis=0)  # noqa: E731
+
+    def extremes(name, a):
+        a = layers.leaky_relu(a).reshape(-1, a.shape[-1])
+        return {f"{name}+": jnp.max(a, axis=0), f"{name}-": jnp.max(-a, axis=0)}
 
     def statistics(params, x):
         y = model.apply(params, x, method=CompressionModel.analysis)
@@ -506,7 +612,9 @@ def _calibrate(model, params: Any, images: list[np.ndarray]) -> dict[str, np.nda
         median = model.apply(params, method=CompressionModel.z_median)
         z_hat = jnp.round(z - median) + median
         hyper_steps = float_hyper_synthesis(params, steps, z_hat)
-        out = {"z": peak(z_hat), **{f"hyper{i}": peak(h) for i, h in enumerate(hyper_steps)}}
+        out = {"z": peak(z_hat), f"hyper{len(steps) - 1}": peak(hyper_steps[-1])}
+        for i, h in enumerate(hyper_steps[:-1]):
+            out.update(extremes(f"hyper{i}", h))
         if not config.entropy_parameter_network:
             return out
         hyper = hyper_steps[-1]
@@ -516,9 +624,9 @@ def _calibrate(model, params: Any, images: list[np.ndarray]) -> dict[str, np.nda
         out["y"], out["context"] = peak(y_hat), peak(context)
         net = params["params"]["context"]["entropy_parameters"]
         x = inputs
-        for i in range(3):
+        for i in range(2):
             x = x @ net[f"dense{i}"]["kernel"] + net[f"dense{i}"]["bias"]
-            out[f"network{i}"] = peak(x)
+            out.update(extremes(f"network{i}", x))
             x = layers.leaky_relu(x)
         return out
 
@@ -527,7 +635,7 @@ def _calibrate(model, params: Any, images: list[np.ndarray]) -> dict[str, np.nda
     for image in images:
         x = jnp.asarray(np.asarray(image, np.float32) / 255.0)[None]
         for name, value in run(params, x).items():
-            peaks[name] = np.maximum(peaks.get(name, 0.0), np.asarray(value, np.float64))
+            peaks[name] = np.maximum(peaks.get(name, -np.inf), np.asarray(value, np.float64))
     return peaks
 
 
@@ -539,10 +647,14 @@ def _calibrate(model, params: Any, images: list[np.ndarray]) -> dict[str, np.nda
 def to_state(path: IntegerPath) -> dict[str, Any]:
     """Plain nested dicts of NumPy arrays (model files store them with MessagePack)."""
     layer = lambda x: {k: np.asarray(v) for k, v in x._asdict().items()}  # noqa: E731
-    state = {k: np.asarray(v) for k, v in path._asdict().items() if k not in ("hyper", "context", "network")}
+    nested = ("hyper", "context", "network", "hyper_zero_points", "network_zero_points")
+    state = {k: np.asarray(v) for k, v in path._asdict().items() if k not in nested}
     state["hyper"] = {str(i): layer(x) for i, x in enumerate(path.hyper)}
     state["network"] = {str(i): layer(x) for i, x in enumerate(path.network)}
     state["context"] = layer(path.context)
+    for name in nested[3:]:
+        if getattr(path, name):  # absent from paths converted before zero points
+            state[name] = {str(i): np.asarray(x) for i, x in enumerate(getattr(path, name))}
     return state
 
 
@@ -550,6 +662,7 @@ def from_state(state: dict[str, Any], config) -> IntegerPath:
     """The path of `to_state`'s dicts; ValueError if its structure or bounds do not fit `config`."""
     try:
         layer = lambda d: IntegerLayer(**{k: np.asarray(d[k]) for k in IntegerLayer._fields})  # noqa: E731
+        listed = lambda d: tuple(np.asarray(d[str(i)]) for i in range(len(d)))  # noqa: E731
         path = IntegerPath(
             z_exponent=np.asarray(state["z_exponent"]), z_offset=np.asarray(state["z_offset"]),
             z_limit=np.asarray(state["z_limit"]),
@@ -557,6 +670,8 @@ def from_state(state: dict[str, Any], config) -> IntegerPath:
             y_exponent=np.asarray(state["y_exponent"]), y_limit=np.asarray(state["y_limit"]),
             context=layer(state["context"]),
             network=tuple(layer(state["network"][str(i)]) for i in range(len(state["network"]))),
+            hyper_zero_points=listed(state.get("hyper_zero_points", {})),
+            network_zero_points=listed(state.get("network_zero_points", {})),
         )  # fmt: skip
     except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"damaged integer path ({type(e).__name__}: {e})") from None
