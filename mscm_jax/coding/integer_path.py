@@ -456,8 +456,8 @@ def _fit_activation(low: np.ndarray, high: np.ndarray, consumer: tuple, cap: int
     """
     low, high = np.minimum(low, 0.0), np.maximum(high, 0.0)
     width = np.maximum(high - low, MIN_ACTIVATION_WIDTH * np.max(high - low))
-    exponent = np.floor(np.log2(2 * WEIGHT_LIMIT / (ACTIVATION_HEADROOM * np.maximum(width, 1e-30))))
-    exponent = np.clip(np.where(width > 0, exponent, cap), -MAX_SHIFT, cap).astype(np.int64)
+    # Codes -127..127 around the centre: half the width must fit in 127, as a centred peak would.
+    exponent = _input_exponents(width / 2, WEIGHT_LIMIT, cap, -MAX_SHIFT, ACTIVATION_HEADROOM)
     zero_point = np.round((high + low) / 2 * np.exp2(exponent)).astype(np.int64)
     q = _quantize_weights(*consumer, exponent)
     weight = q.weight.astype(np.int64).reshape(-1, len(zero_point), q.weight.shape[-1])
