@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mscm_jax.model.context import EntropyParameters, MultistageContext, stage_taps, tap_groups
+from mscm_jax.model.context import EntropyParameters, MultistageContext, stage_taps
 from mscm_jax.model.schedules import BUILTIN_PATTERNS, get_schedule
 
 M = 4
@@ -200,8 +200,8 @@ def test_stage_cost_falls_as_inverse_patch_area(name, positions):
 
 @pytest.mark.parametrize("name", ["mscm4x4-paper", "checkerboard", "hyperprior", "serial"])
 def test_reading_only_the_context_taps_gives_the_same_parameters(name):
-    """A decoder's stage kernels (`stage_taps`: the context taps only) give what the whole
-    masked window gives, with fewer FLOPs."""
+    """A decoder's stage kernels (`stage_taps`: the context taps only, padded to one count and
+    multiplied in blocks up to the stage's last) give what the whole masked window gives."""
     _schedule, module, params, y, hyper, decode_stage, _, plan = setup_for(name)
     kernels = module.apply(params, *plan.latent_shape, method=MultistageContext.stage_kernels)
     with_kernel = jax.jit(
@@ -218,7 +218,9 @@ def test_reading_only_the_context_taps_gives_the_same_parameters(name):
             taps, context = stage_taps(plan, s)
             np.testing.assert_array_equal(taps, np.flatnonzero(expected.any(axis=0)))
             np.testing.assert_array_equal(context, expected[:, taps])
-            np.testing.assert_array_equal(np.asarray(kernels[s].taps), taps)
+            # Padded at the end to one tap count, the padding context for no entry.
+            np.testing.assert_array_equal(np.asarray(kernels[s].taps)[: len(taps)], taps)
+            assert not np.asarray(kernels[s].context)[:, len(taps) :].any()
             checked += 1
         got = with_kernel(params, s, y, hyper, kernels[s])
         np.testing.assert_allclose(np.asarray(got), np.asarray(decode_stage(params, s, y, hyper)), atol=2e-5)
@@ -228,20 +230,3 @@ def test_reading_only_the_context_taps_gives_the_same_parameters(name):
         assert counts == [0, 1, 2, 4, 5, 8, 12, 9, 11, 15, 17, 18, 21, 22, 23, 24]
     if name == "serial":  # every stage shares one kernel object
         assert len({id(k) for k in kernels}) == 1
-
-
-@pytest.mark.parametrize("name", list(BUILTIN_PATTERNS))
-def test_tap_groups_partition_the_stages_with_the_fewest_padded_taps(name):
-    plan = get_schedule(name).stage_plan(16, 20)
-    counts = np.asarray([len(stage_taps(plan, s)[0]) for s in range(plan.num_stages)])
-    groups = tap_groups(plan)
-    assert sorted(s for g in groups for s in g) == list(range(plan.num_stages)) and len(groups) <= 2
-    # Stages without taps skip the context: their padding costs nothing.
-    padded = sum(np.sum(counts[list(g)] > 0) * counts[list(g)].max() for g in groups)
-    # Every split of the distinct tap counts into two contiguous ranges, by brute force
-    # (stages without taps join the first group: their stage function reads none).
-    best = np.sum(counts > 0) * counts.max()
-    for cut in np.unique(counts[counts > 0]):
-        low, high = counts[(counts > 0) & (counts <= cut)], counts[counts > cut]
-        best = min(best, len(low) * low.max() + (len(high) * high.max() if len(high) else 0))
-    assert padded == best

@@ -181,14 +181,13 @@ def test_int8_inputs_compute_what_the_two_product_split_computes():
     z = np.random.default_rng(0).integers(-3, 4, (1, *layout.z_shape))
     steps = codec.family.hyper_synthesis_steps
 
-    @functools.partial(jax.jit, static_argnums=(1, 3))
-    def parameters(stage, group, slot, int8):
+    @functools.partial(jax.jit, static_argnums=2)
+    def parameters(stage, kernel, int8):
         hyper = integer_path.hyper_synthesis(path, steps, jnp.asarray(z, jnp.int32), int8)
-        kernel = jax.tree.map(lambda a: a[slot], layout.kernels[group])
         return integer_path.stage_parameters(path, layout.plan, stage, y_hat, hyper, kernel, 3, True, int8)
 
     stage = layout.plan.num_stages - 1  # the most context taps
-    args = (stage, int(layout.group[stage]), int(layout.slot[stage]))
+    args = (stage, layout.kernels[stage])
     np.testing.assert_array_equal(parameters(*args, int8), parameters(*args, integer_path.WIDE_INPUTS))
 
 

@@ -37,7 +37,7 @@ from etils import epath
 from mscm_jax.coding import bitstream, integer_cdf, integer_path, rans
 from mscm_jax.files import write_atomically
 from mscm_jax.model.compression_model import CompressionModel, Mode, ModelConfig, model_fingerprint
-from mscm_jax.model.context import cached_stage_plan, read_stage, tap_groups, write_stage
+from mscm_jax.model.context import cached_stage_plan, read_stage, write_stage
 from mscm_jax.model.schedules import StagePlan
 from mscm_jax.model.transforms import get_transform_family
 
@@ -292,14 +292,12 @@ class _Layout:
     """What one image size needs: its stage plan, each stage's kernel and element indices."""
 
     plan: StagePlan
-    kernels: tuple  # one StageKernel of (len(group), ...) arrays per group of `context.tap_groups`
+    kernels: tuple  # each stage's StageKernel, all padded to one tap count
     elements: jax.Array  # (S, E) per stage: indices into its flattened (P, 1, h, w, M), padded
     counts: jax.Array  # (S,) elements per stage
     host_counts: np.ndarray
     z_shape: tuple[int, int, int]
     num_symbols: int
-    group: np.ndarray  # (S,) each stage's group of `kernels`
-    slot: np.ndarray  # (S,) its index in the group
 
 
 class Codec:
@@ -420,17 +418,16 @@ class Codec:
                 integer_cdf.symbol_checksum(z_symbols.reshape(-1), 0),
             )
 
-        def stage_step(variables, stage, slot, y_hat, hyper, kernels, elements, counts, y, words, state,
-                       checksum, decoding):  # fmt: skip
+        def stage_step(variables, stage, y_hat, hyper, kernel, elements, counts, y, words, state, checksum,
+                       decoding):  # fmt: skip
             """One stage: integer parameters of its elements, their symbols (decoded, or from y), y_hat.
 
-            One program for every stage of a tap group (the stage index is
-            traced): `kernels` holds the group's, padded to its largest tap
-            count (`slot`: the stage's index in it), `elements` (S, E) every
-            stage's, E padded with out-of-range indices past `counts[stage]`.
+            One program for every stage (the stage index is traced): `kernel` is
+            the stage's, padded to one tap count (`CompressionModel.stage_kernels`),
+            `elements` (S, E) every stage's, E padded with out-of-range indices
+            past `counts[stage]`.
             """
             plan = cached_stage_plan(self.schedule, *y_hat.shape[1:3])
-            kernel = jax.tree.map(lambda a: a[slot], kernels)
             elements, count = elements[stage], counts[stage]
             valid = jnp.arange(elements.shape[0]) < count
             packed = stage_parameters(variables, plan, stage, y_hat, hyper, kernel)
@@ -509,19 +506,8 @@ class Codec:
             ratio = self.family.hyper_stride // self.family.latent_stride
             z_shape = (latent_shape[0] // ratio, latent_shape[1] // ratio, self.config.N)
             num_symbols = latent_shape[0] * latent_shape[1] * m + int(np.prod(z_shape))
-            group, slot = np.zeros(plan.num_stages, np.int64), np.zeros(plan.num_stages, np.int32)
-            for g, stages in enumerate(tap_groups(plan)):
-                group[list(stages)], slot[list(stages)] = g, np.arange(len(stages))
             self._layouts[latent_shape] = _Layout(
-                plan,
-                kernels,
-                jnp.asarray(stacked),
-                jnp.asarray(counts),
-                counts,
-                z_shape,
-                num_symbols,
-                group,
-                slot,
+                plan, kernels, jnp.asarray(stacked), jnp.asarray(counts), counts, z_shape, num_symbols
             )
         return self._layouts[latent_shape]
 
@@ -603,9 +589,8 @@ class Codec:
     ):
         """The compiled `stage_step` of stage `stage`, with its tap group's kernels: encoding or decoding."""
         return self._compiled(
-            "stage_step", self._stage_variables, np.int32(stage), layout.slot[stage], y_hat, hyper,
-            layout.kernels[layout.group[stage]], layout.elements, layout.counts, y, words, state, checksum,
-            decoding,
+            "stage_step", self._stage_variables, np.int32(stage), y_hat, hyper, layout.kernels[stage],
+            layout.elements, layout.counts, y, words, state, checksum, decoding,
         )  # fmt: skip
 
     def compress(self, image: np.ndarray) -> CompressResult:
@@ -679,9 +664,11 @@ class Codec:
                 )
         finished = bool(np.all(np.asarray(state.x) == rans.STATE_LOW)) and int(state.position) == len(words)
         if not finished or int(checksum) != header.symbol_checksum:
+            cause = "corrupt data, or another model"
+            if header.coder == bitstream.CODER_RANS:  # float networks: the writer's platform and version
+                cause += ", or a float-path file written on another platform or mscm-jax version"
             raise integer_cdf.CodingError(
-                "invalid compressed data: the stream does not decode to what was encoded "
-                "(corrupt data, or another model)"
+                f"invalid compressed data: the stream does not decode to what was encoded ({cause})"
             )
         with watch.phase("synthesis"):
             x_hat = np.asarray(run("synthesis", self.params, y_hat))[0]

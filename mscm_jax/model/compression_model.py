@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mscm_jax.model.context import MultistageContext, StageKernel, read_stage, tap_groups, write_stage
+from mscm_jax.model.context import MultistageContext, StageKernel, read_stage, write_stage
 from mscm_jax.model.entropy_models import (
     ConditionalParams,
     DeepFactorized,
@@ -239,29 +239,10 @@ class CompressionModel(nn.Module):
     # -- what the coder needs -------------------------------------------------
 
     def stage_kernels(self, latent_h: int, latent_w: int) -> tuple[StageKernel, ...]:
-        """The stages' context weights at the taps they read, split once per latent size.
-
-        One stack (len(group), ...) per group of `context.tap_groups`, padded to
-        the group's largest tap count with zero weights at taps that are context
-        for no entry, so that one compiled stage program serves a group: a few
-        extra multiplications cost less than compiling and loading one program
-        per tap count (16 for `mscm4x4-paper`).
-        """
-        kernels = self.context.stage_kernels(latent_h, latent_w)
-
-        def stack(group: tuple[int, ...]) -> StageKernel:
-            taps = max(kernels[s].taps.shape[0] for s in group)
-
-            def pad(k: StageKernel) -> StageKernel:
-                extra = taps - k.taps.shape[0]
-                return StageKernel(
-                    jnp.pad(k.kernel, ((0, extra), (0, 0), (0, 0))), jnp.pad(k.taps, (0, extra)),
-                    jnp.pad(k.context, ((0, 0), (0, extra))),
-                )  # fmt: skip
-
-            return jax.tree.map(lambda *a: jnp.stack(a), *[pad(kernels[s]) for s in group])
-
-        return tuple(stack(group) for group in tap_groups(self.context.plan(latent_h, latent_w)))
+        """Each stage's context weights at the taps it reads, split once per latent size and padded
+        to one tap count, so that one compiled stage program serves every stage
+        (`MultistageContext.stage_kernels`)."""
+        return tuple(self.context.stage_kernels(latent_h, latent_w))
 
     def stage_entropy_parameters(
         self, stage: jax.Array, y_hat: jax.Array, hyper: jax.Array, stage_kernel: StageKernel

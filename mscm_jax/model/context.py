@@ -36,6 +36,10 @@ from mscm_jax.model.layers import leaky_relu, torch_default_init
 from mscm_jax.model.ops import integer_dot
 from mscm_jax.model.schedules import Schedule, StagePlan
 
+# A decoder's stages multiply their context taps in blocks of this many (`stage_context`):
+# smaller blocks multiply fewer padding taps, and compile more branches.
+TAP_BLOCK = 4
+
 
 @functools.lru_cache(maxsize=64)
 def cached_stage_plan(schedule: Schedule, latent_h: int, latent_w: int) -> StagePlan:
@@ -93,48 +97,10 @@ def stage_taps(plan: StagePlan, stage: int) -> tuple[np.ndarray, np.ndarray]:
     Exactly the taps that are context for at least one of the stage's entries,
     so a decoder multiplies no tap by zero: about half the window on average,
     since each pair of neighbours is context once, for the later of the two.
-    Each distinct tap count compiles the stage function once; the counts are
-    not padded to fewer shapes, since every stage would then read zeros.
     """
     mask = plan.tap_mask[stage] & plan.valid[stage][:, None]  # (P, k*k)
     taps = np.flatnonzero(mask.any(axis=0)).astype(np.int32)
     return taps, mask[:, taps]
-
-
-def tap_groups(plan: StagePlan, max_groups: int = 2) -> tuple[tuple[int, ...], ...]:
-    """The stages in at most `max_groups` groups of similar tap counts, fewest padded taps first.
-
-    A decoder pads each group's kernels to the group's largest tap count, so
-    that one compiled stage program serves the group: more groups read fewer
-    zero taps but compile more programs. Groups are contiguous in tap count
-    (chosen by dynamic programming over the distinct counts); stages that
-    read no taps join the first group (their stage function skips the context).
-    """
-    counts = np.asarray([len(stage_taps(plan, s)[0]) for s in range(plan.num_stages)])
-    values = np.unique(counts[counts > 0])
-    if len(values) == 0:
-        return (tuple(range(plan.num_stages)),)
-    sizes = np.asarray([np.sum(counts == v) for v in values])
-
-    @functools.cache
-    def best(start: int, groups: int) -> tuple[int, tuple[int, ...]]:
-        """(padded taps, group ends) of values[start:] in at most `groups` groups."""
-        if start == len(values):
-            return 0, ()
-        if groups == 1:
-            return int(values[-1] * sizes[start:].sum()), (len(values),)
-        options = []
-        for end in range(start + 1, len(values) + 1):
-            cost, ends = best(end, groups - 1)
-            options.append((int(values[end - 1] * sizes[start:end].sum()) + cost, (end, *ends)))
-        return min(options)
-
-    groups, start = [], 0
-    for end in best(0, max_groups)[1]:
-        low = 0 if start == 0 else values[start - 1] + 1
-        groups.append(tuple(int(s) for s in np.flatnonzero((counts >= low) & (counts <= values[end - 1]))))
-        start = end
-    return tuple(groups)
 
 
 # --------------------------------------------------------------------------
@@ -234,6 +200,7 @@ def stage_context(
     stage: jax.Array,
     y_hat: jax.Array,
     bias: jax.Array | None = None,
+    tap_block: int | None = None,
 ) -> jax.Array:
     """Context features of stage `stage`'s elements: (P, B, h, w, D).
 
@@ -249,6 +216,12 @@ def stage_context(
         int32 sums.
       bias: optional (D,) added where the stage has context (CompressAI's
         serial `MaskedConv2d` has one; the MSCM authors' convolutions do not).
+      tap_block: a decoder's kernels, padded to one tap count for every stage
+        (`CompressionModel.stage_kernels`), are multiplied up to their last
+        context tap rounded up to a multiple of `tap_block` (`lax.switch`), so
+        one program serves every stage without multiplying the padding. None
+        multiplies every tap (training, under `jax.vmap`, where a switch would
+        run all its branches).
     """
     k = math.isqrt(plan.tap_mask.shape[-1])
     taps, d = kernel.kernel.shape[0], kernel.kernel.shape[-1]
@@ -258,23 +231,27 @@ def stage_context(
     b, m = y_hat.shape[0], y_hat.shape[-1]
     (h, w), p_max = plan.grid, plan.max_positions
 
-    def context(y_hat):
+    def context(y_hat, taps: int = taps):
+        """The product over the first `taps` taps (static)."""
         # Window tap (dy, dx) of element (u, v) sits at padded row r0 + n u + dy.
         padded = _pad_for_stages(y_hat, plan, k // 2)
         rows, cols = _stage_indices(plan, stage)
-        taps_r = rows[:, :, None] + kernel.taps // k  # (P, h, t)
-        taps_c = cols[:, :, None] + kernel.taps % k  # (P, w, t)
+        taps_r = rows[:, :, None] + kernel.taps[:taps] // k  # (P, h, t)
+        taps_c = cols[:, :, None] + kernel.taps[:taps] % k  # (P, w, t)
         # One gather of the taps of all the stage's elements: (B, P, h, w, t, M).
         values = padded[:, taps_r[:, :, None, :], taps_c[:, None, :, :]]
-        values = jnp.where(
-            kernel.context.reshape(1, p_max, 1, 1, taps, 1), values, jnp.zeros((), values.dtype)
-        )
-        values = values.reshape(b, p_max, h, w, taps * m)
-        weights = kernel.kernel.reshape(taps * m, d).astype(kernel.kernel.dtype if integer else values.dtype)
+        is_context = kernel.context[:, :taps].reshape(1, p_max, 1, 1, taps, 1)
+        values = jnp.where(is_context, values, jnp.zeros((), values.dtype))
+        # One plain (rows, t M) x (t M, D) product: an einsum to (P, B, ...) made XLA transpose
+        # the taps and the product, 1.4x the time of a decoder's stage.
+        values = jnp.moveaxis(values, 1, 0).reshape(p_max * b * h * w, taps * m)
+        weights = kernel.kernel[:taps].reshape(taps * m, d)
+        weights = weights.astype(kernel.kernel.dtype if integer else values.dtype)
         if integer:
-            out = jnp.moveaxis(integer_dot(values, weights), 1, 0)
+            out = integer_dot(values, weights)
         else:
-            out = jnp.einsum("bphwi,id->pbhwd", values, weights, preferred_element_type=out_dtype)
+            out = jnp.dot(values, weights, preferred_element_type=out_dtype)
+        out = out.reshape(p_max, b, h, w, d)
         if bias is not None:
             out = out + bias.astype(out.dtype)
         return out.astype(out_dtype)
@@ -284,8 +261,14 @@ def stage_context(
 
     if taps == 0:  # a decoder's stage without context reads nothing
         return no_context(y_hat)
-    # Stage 0 (and any stage without earlier neighbours) skips the work.
-    return jax.lax.cond(kernel.context.any(), context, no_context, y_hat)
+    if tap_block is None:
+        # Stage 0 (and any stage without earlier neighbours) skips the work.
+        return jax.lax.cond(kernel.context.any(), context, no_context, y_hat)
+    # Branch j multiplies the first j blocks; 0 (no context tap) none.
+    used = jnp.max(jnp.where(kernel.context.any(axis=0), jnp.arange(1, taps + 1), 0))
+    sizes = [min(j * tap_block, taps) for j in range(1, -(-taps // tap_block) + 1)]
+    branches = [no_context] + [functools.partial(context, taps=size) for size in sizes]
+    return jax.lax.switch((used + tap_block - 1) // tap_block, branches, y_hat)
 
 
 def stage_network_inputs(
@@ -295,14 +278,15 @@ def stage_network_inputs(
     y_hat: jax.Array,
     hyper: jax.Array,
     bias: jax.Array | None = None,
+    tap_block: int | None = None,
 ) -> jax.Array:
     """Input of the entropy-parameter network at stage `stage`: (P, B, h, w, 4M).
 
     The hyperprior features (2M) of the stage's elements followed by their
     context (2M; zeros at stage 0), the order of Minnen 2018 and the MSCM code.
-    `kernel` and `bias` are the stage's, as `stage_context` takes them.
+    `kernel`, `bias` and `tap_block` are as `stage_context` takes them.
     """
-    context = stage_context(plan, kernel, stage, y_hat, bias)
+    context = stage_context(plan, kernel, stage, y_hat, bias, tap_block)
     return jnp.concatenate([read_stage(plan, hyper, stage), context.astype(hyper.dtype)], axis=-1)
 
 
@@ -391,35 +375,47 @@ class MultistageContext(nn.Module):
 
         `stage_kernel`, when given, replaces the stage's slice of
         `context_kernel`: a decoder that splits the sets once (`stage_kernels`)
-        saves copying them out of the stack at every stage, and reads only
-        the stage's context taps.
+        saves copying them out of the stack at every stage, and multiplies only
+        the stage's context taps, in blocks of `TAP_BLOCK`.
         """
         plan = self.plan(*y_hat.shape[1:3])
+        tap_block = TAP_BLOCK
         if stage_kernel is None:
-            stage_kernel = StageKernel.of_stage(plan, self.context_kernel, stage)
+            stage_kernel, tap_block = StageKernel.of_stage(plan, self.context_kernel, stage), None
         bias = _stage_bias(plan, self.context_bias, stage)
-        inputs = stage_network_inputs(plan, stage_kernel, stage, y_hat, hyper, bias)
+        inputs = stage_network_inputs(plan, stage_kernel, stage, y_hat, hyper, bias, tap_block)
         return self.parameter_network(inputs)
 
     def stage_kernels(self, latent_h: int, latent_w: int) -> list[StageKernel]:
         """Each stage's `StageKernel`: its context weights at the taps it reads (`stage_taps`).
 
-        Stages with the same weight set and taps share one (`serial`'s H*W stages share one).
+        Padded at the end, with zero weights at taps that are context for no
+        entry, to the largest tap count of any stage: one compiled stage
+        program serves every stage, and `decode_stage` multiplies a stage's
+        taps only up to its last one (in blocks of `TAP_BLOCK`), so the padding
+        costs no products. Stages with the same weight set and taps share one
+        (`serial`'s H*W stages share one).
         """
         plan = self.plan(latent_h, latent_w)
         m, d = self.context_kernel.shape[-2:]
         window = plan.tap_mask.shape[-1]
+        per_stage = [stage_taps(plan, s) for s in range(plan.num_stages)]
+        width = max(len(taps) for taps, _ in per_stage)
         shared, out = {}, []
-        for s in range(plan.num_stages):
-            taps, context = stage_taps(plan, s)
+        for s, (taps, context) in enumerate(per_stage):
             weight_set = int(plan.weight_index[s]) if plan.num_weight_sets else -1
             key = (weight_set, taps.tobytes(), context.tobytes())
             if key not in shared:
-                if weight_set < 0:  # no context weights: no taps either
+                if weight_set < 0:  # no context weights (`hyperprior`): no taps either
                     kernel = jnp.zeros((len(taps), m, d), self.context_kernel.dtype)
                 else:
                     kernel = self.context_kernel[weight_set].reshape(window, m, d)[taps]
-                shared[key] = StageKernel(kernel, jnp.asarray(taps), jnp.asarray(context))
+                extra = width - len(taps)
+                shared[key] = StageKernel(
+                    jnp.pad(kernel, ((0, extra), (0, 0), (0, 0))),
+                    jnp.asarray(np.pad(taps, (0, extra))),
+                    jnp.asarray(np.pad(context, ((0, 0), (0, extra)))),
+                )
             out.append(shared[key])
         return out
 
