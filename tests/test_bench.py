@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -24,3 +26,21 @@ def test_non_positive_scale_spread_is_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["coding", "--scale-spread", "0", "8"])
     assert exit_info.value.code == 2 and "two positive scales" in capsys.readouterr().err
+
+
+def test_entropy_decoding_runs_pair_each_run_with_the_other_codecs_run_of_the_same_turn(capsys):
+    class FakeCodec:  # entropy decoding takes the next of its times
+        def __init__(self, seconds):
+            self.seconds = iter(seconds)
+
+        def decode_latent(self, data):
+            return None, SimpleNamespace(entropy_coding=next(self.seconds))
+
+    codecs = {"four": FakeCodec([0.5, 0.3, 0.9]), "cb": FakeCodec([0.25, 0.6, 0.3])}
+    seconds = bench._entropy_decoding_runs(codecs, {"four": b"", "cb": b""}, 3)
+    short = bench._ratio(seconds["four"], seconds["cb"])
+    assert short["median"] == pytest.approx(2.0) and (short["low"], short["high"]) == (0.5, 3.0)
+    assert short["fastest_s"] == [0.3, 0.25] and short["fastest"] == pytest.approx(1.2)
+    with pytest.raises(SystemExit):
+        bench.main(["coding", "--entropy-repeats", "0"])
+    assert "--entropy-repeats takes" in capsys.readouterr().err

@@ -47,6 +47,7 @@ def test_round_trip_is_exact_and_equals_the_model(schedule):
     decoded = codec.decompress(result.data)
     np.testing.assert_array_equal(decoded.y_hat, result.y_hat)
     assert np.abs(result.y_hat).max() >= 2  # not a trivial all-zero latent
+    np.testing.assert_array_equal(codec.decode_latent(result.data)[0], result.y_hat)
     model = _model_output(codec, PHOTO)
     np.testing.assert_array_equal(decoded.y_hat, np.asarray(model.y_hat[0]))
     np.testing.assert_allclose(decoded.x_hat, np.asarray(model.x_hat[0]), atol=1e-5)

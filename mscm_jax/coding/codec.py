@@ -638,9 +638,30 @@ class Codec:
 
     def decompress(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecompressResult:
         """Decodes a `.mscm` file's bytes; FormatError / CodingError for anything invalid."""
+        watch = _Stopwatch(self._compiled)
+        header, y_hat = self._decode_latent(data, max_pixels, watch)
+        with watch.phase("synthesis"):
+            x_hat = np.asarray(self._compiled("synthesis", self.params, y_hat))[0]
+            x_hat = x_hat[: header.height, : header.width]
+            image = np.round(np.clip(x_hat, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return DecompressResult(image=image, x_hat=x_hat, y_hat=np.asarray(y_hat[0]), timings=watch.timings())
+
+    def decode_latent(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, Timings]:
+        """Entropy decoding alone: a `.mscm` file's y_hat (h, w, M) and the timings, no synthesis.
+
+        What `decompress` does before the synthesis, with the same checks; for
+        tools that need the latent, and for timing entropy decoding in many
+        short runs (`bench coding`).
+        """
+        watch = _Stopwatch(self._compiled)
+        _, y_hat = self._decode_latent(data, max_pixels, watch)
+        return np.asarray(y_hat[0]), watch.timings()
+
+    def _decode_latent(self, data: bytes, max_pixels: int, watch: _Stopwatch):
+        """(header, y_hat (1, h, w, M) on the device) of a file's bytes, checked."""
         header, payload = bitstream.unpack(bytes(data), max_pixels)
         self._check_header(header)
-        watch, run = _Stopwatch(self._compiled), self._compiled
+        run = self._compiled
         latent_shape, _ = self.family.latent_shapes(header.height, header.width)
         layout = self._layout(latent_shape)
         capacity = self._capacity(layout, header.lanes)
@@ -670,11 +691,7 @@ class Codec:
             raise integer_cdf.CodingError(
                 f"invalid compressed data: the stream does not decode to what was encoded ({cause})"
             )
-        with watch.phase("synthesis"):
-            x_hat = np.asarray(run("synthesis", self.params, y_hat))[0]
-            x_hat = x_hat[: header.height, : header.width]
-            image = np.round(np.clip(x_hat, 0.0, 1.0) * 255.0).astype(np.uint8)
-        return DecompressResult(image=image, x_hat=x_hat, y_hat=np.asarray(y_hat[0]), timings=watch.timings())
+        return header, y_hat
 
     def _header(self, height: int, width: int, lanes: int, checksum: int) -> bitstream.FileHeader:
         return bitstream.FileHeader(
