@@ -243,7 +243,7 @@ def stage_context(
         is_context = kernel.context[:, :taps].reshape(1, p_max, 1, 1, taps, 1)
         values = jnp.where(is_context, values, jnp.zeros((), values.dtype))
         # One plain (rows, t M) x (t M, D) product: an einsum to (P, B, ...) made XLA transpose
-        # the taps and the product, 1.4x the time of a decoder's stage.
+        # the taps and the product, 1.4x this context's time on a 4x4 stage (2-core CPU).
         values = jnp.moveaxis(values, 1, 0).reshape(p_max * b * h * w, taps * m)
         weights = kernel.kernel[:taps].reshape(taps * m, d)
         weights = weights.astype(kernel.kernel.dtype if integer else values.dtype)
