@@ -587,7 +587,7 @@ class Codec:
     def _stage_step(
         self, layout: _Layout, stage: int, y_hat, hyper, y, words, state, checksum, decoding: bool
     ):
-        """The compiled `stage_step` of stage `stage`, with its tap group's kernels: encoding or decoding."""
+        """The compiled `stage_step` of stage `stage`, with its kernel: encoding or decoding."""
         return self._compiled(
             "stage_step", self._stage_variables, np.int32(stage), y_hat, hyper, layout.kernels[stage],
             layout.elements, layout.counts, y, words, state, checksum, decoding,

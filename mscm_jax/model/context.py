@@ -219,9 +219,9 @@ def stage_context(
       tap_block: a decoder's kernels, padded to one tap count for every stage
         (`CompressionModel.stage_kernels`), are multiplied up to their last
         context tap rounded up to a multiple of `tap_block` (`lax.switch`), so
-        one program serves every stage without multiplying the padding. None
-        multiplies every tap (training, under `jax.vmap`, where a switch would
-        run all its branches).
+        one program serves every stage and multiplies at most `tap_block - 1`
+        padding taps. None multiplies every tap (training, under `jax.vmap`,
+        where a switch would run all its branches).
     """
     k = math.isqrt(plan.tap_mask.shape[-1])
     taps, d = kernel.kernel.shape[0], kernel.kernel.shape[-1]
@@ -393,7 +393,7 @@ class MultistageContext(nn.Module):
         entry, to the largest tap count of any stage: one compiled stage
         program serves every stage, and `decode_stage` multiplies a stage's
         taps only up to its last one (in blocks of `TAP_BLOCK`), so the padding
-        costs no products. Stages with the same weight set and taps share one
+        costs at most a block's products. Stages with the same weight set and taps share one
         (`serial`'s H*W stages share one).
         """
         plan = self.plan(latent_h, latent_w)

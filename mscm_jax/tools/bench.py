@@ -428,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--entropy-repeats",
         type=int,
         default=30,
-        help="runs of entropy decoding alone per schedule, for the 4x4 / checkerboard ratio",
+        help="runs of entropy decoding alone per codec, for the 4x4 / checkerboard and integer / float "
+        "ratios",
     )
     p.add_argument("--throughput-schedule", default="mscm4x4-paper")
     p.add_argument("--integer", action="store_true",
