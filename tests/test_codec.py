@@ -66,6 +66,16 @@ def test_cheng2020_family_on_another_odd_size():
     assert decoded.image.shape == (67, 101, 3)
 
 
+def test_round_trip_where_the_patches_overhang_the_latent_in_both_directions():
+    """3x3 patches on an 8 x 8 latent: each stage's elements are a subset of its grid, not a prefix."""
+    codec = codec_for("mscm3x3")
+    image = PHOTO[:100, :100]
+    result = codec.compress(image)
+    decoded = codec.decompress(result.data)
+    np.testing.assert_array_equal(decoded.y_hat, np.asarray(_model_output(codec, image).y_hat[0]))
+    assert decoded.y_hat.shape[:2] == (8, 8)
+
+
 def test_y_minus_mean_rounding_round_trips_and_stays_on_the_means_grid():
     codec = codec_for("checkerboard", 1, "y_minus_mean")
     result = codec.compress(PHOTO)

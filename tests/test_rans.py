@@ -159,6 +159,23 @@ def test_jax_coder_writes_the_reference_bytes_and_both_round_trip(lanes, sizes):
         np.testing.assert_array_equal(theirs, offsets)
 
 
+def test_the_masked_escape_path_of_gpus_writes_and_reads_the_same_bytes(monkeypatch):
+    """A CPU branches around escapes (`_if_any_escape`); other backends always run them, masked."""
+    lanes, segments = 5, _segments(np.random.default_rng(5), (37, 64))
+    tables = [(np.asarray(_cdf_tables(jnp.asarray(p))), q, 1 << p[1]) for p, q in segments]
+    # Lowered as for a GPU: the `default` branch.
+    monkeypatch.setattr(rans.jax.lax, "platform_dependent", lambda operand, cpu, default: default(operand))
+    encode = jax.jit(_jax_encode.__wrapped__, static_argnums=0)  # traced again
+    decode = jax.jit(_jax_decode.__wrapped__, static_argnums=0)
+    (buffer, first), _ = encode(lanes, [tuple(map(jnp.asarray, s)) for s in segments])
+    words = np.asarray(buffer)[int(first) :]
+    np.testing.assert_array_equal(words, reference_encode(tables, lanes))
+    decoded, finished = decode(lanes, jnp.asarray(words), [jnp.asarray(p) for p, _ in segments])
+    assert bool(finished)
+    for (_, offsets), mine in zip(segments, decoded, strict=True):
+        np.testing.assert_array_equal(np.asarray(mine), offsets)
+
+
 def test_damaged_streams_never_decode_to_the_original_and_offsets_beyond_the_range_are_counted():
     lanes, segments = 5, _segments(np.random.default_rng(7), (37, 0, 64))
     (buffer, first), _ = _jax_encode(lanes, [tuple(map(jnp.asarray, s)) for s in segments])

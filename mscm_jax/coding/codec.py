@@ -293,8 +293,11 @@ class _Layout:
 
     plan: StagePlan
     kernels: tuple  # each stage's StageKernel, all padded to one tap count
-    elements: jax.Array  # (S, E) per stage: indices into its flattened (P, 1, h, w, M), padded
+    # (S, E) per stage: indices into its flattened (P, 1, h, w, M), padded; None where every
+    # stage codes all of them in order (the patch size divides the latent, no padding entries).
+    elements: jax.Array | None
     counts: jax.Array  # (S,) elements per stage
+    stage_index: tuple  # each stage's index as a device scalar (a NumPy one is transferred at every call)
     host_counts: np.ndarray
     z_shape: tuple[int, int, int]
     num_symbols: int
@@ -340,7 +343,9 @@ class Codec:
         identity += f"|coder {self.coder}|int8 {self._int8}"
         self._compiled = _Compiled(self._functions(), {"encode_y": (0,), "encode_z": (0,)}, identity)
         self._layouts: dict[tuple[int, int], _Layout] = {}
-        self._zeros: dict[tuple, jax.Array] = {}
+        self._constants: dict[
+            tuple, jax.Array
+        ] = {}  # zeros and scalars on the device (`_zeros_like`, `_scalar`)
 
     # -- loading and export ---------------------------------------------------
 
@@ -425,13 +430,22 @@ class Codec:
             One program for every stage (the stage index is traced): `kernel` is
             the stage's, padded to one tap count (`CompressionModel.stage_kernels`),
             `elements` (S, E) every stage's, E padded with out-of-range indices
-            past `counts[stage]`.
+            past `counts[stage]`, or None: all of the stage's in order (no gathers).
             """
             plan = cached_stage_plan(self.schedule, *y_hat.shape[1:3])
-            elements, count = elements[stage], counts[stage]
-            valid = jnp.arange(elements.shape[0]) < count
+            count = counts[stage]
             packed = stage_parameters(variables, plan, stage, y_hat, hyper, kernel)
-            params = packed.reshape(len(packed), -1).at[:, elements].get(mode="fill", fill_value=0)  # (R, E)
+            flat = packed.reshape(len(packed), -1)
+            index = None if elements is None else elements[stage]
+
+            def gather(v):  # the stage's coded elements of (..., P*h*w*M) values
+                return v if index is None else v.at[..., index].get(mode="fill", fill_value=0)
+
+            def scatter(v):  # (E,) values back to their places in (P*h*w*M,)
+                return v if index is None else jnp.zeros(flat.shape[1], v.dtype).at[index].set(v, mode="drop")
+
+            params = gather(flat)  # (R, E)
+            valid = jnp.arange(params.shape[1]) < count
             centre = params[0].astype(jnp.float32) / (1 << integer_cdf.PARAM_BITS)
 
             def decode(state):
@@ -440,12 +454,11 @@ class Codec:
                 )
 
             def from_y(state):
-                values = read_stage(plan, y, stage).reshape(-1).at[elements].get(mode="fill", fill_value=0)
+                values = gather(read_stage(plan, y, stage).reshape(-1))
                 return state, jnp.where(valid, _to_symbols(values - centre), 0)
 
             state, symbols = jax.lax.cond(decoding, decode, from_y, state)
-            values = jnp.zeros(packed[0].size, jnp.float32).at[elements].set(symbols + centre, mode="drop")
-            y_hat = write_stage(plan, y_hat, stage, values.reshape(packed.shape[1:]))
+            y_hat = write_stage(plan, y_hat, stage, scatter(symbols + centre).reshape(packed.shape[1:]))
             checksum = checksum + integer_cdf.symbol_checksum(symbols, stage + 1)
             return y_hat, params, symbols, state, checksum
 
@@ -503,11 +516,21 @@ class Codec:
             stacked = np.full((len(elements), counts.max()), np.iinfo(np.int32).max, np.int32)  # out of range
             for s, e in enumerate(elements):
                 stacked[s, : len(e)] = e
+            # The patch size divides the latent and no stage has padding entries: no indices needed.
+            size = plan.max_positions * plan.grid[0] * plan.grid[1] * m
+            in_order = all(np.array_equal(e, np.arange(size)) for e in elements)
             ratio = self.family.hyper_stride // self.family.latent_stride
             z_shape = (latent_shape[0] // ratio, latent_shape[1] // ratio, self.config.N)
             num_symbols = latent_shape[0] * latent_shape[1] * m + int(np.prod(z_shape))
             self._layouts[latent_shape] = _Layout(
-                plan, kernels, jnp.asarray(stacked), jnp.asarray(counts), counts, z_shape, num_symbols
+                plan,
+                kernels,
+                None if in_order else jnp.asarray(stacked),
+                jnp.asarray(counts),
+                tuple(self._scalar(np.int32(s)) for s in range(plan.num_stages)),
+                counts,
+                z_shape,
+                num_symbols,
             )
         return self._layouts[latent_shape]
 
@@ -537,9 +560,16 @@ class Codec:
         own to compile in every new process.
         """
         key = (shape, np.dtype(dtype).str)
-        if key not in self._zeros:
-            self._zeros[key] = jax.device_put(np.zeros(shape, dtype))
-        return self._zeros[key]
+        if key not in self._constants:
+            self._constants[key] = jax.device_put(np.zeros(shape, dtype))
+        return self._constants[key]
+
+    def _scalar(self, value: np.generic) -> jax.Array:
+        """A NumPy scalar on the device, transferred once."""
+        key = (value.item(), value.dtype.str)
+        if key not in self._constants:
+            self._constants[key] = jax.device_put(value)
+        return self._constants[key]
 
     def _capacity(self, layout: _Layout, lanes: int) -> int:
         """Words of the largest stream an image of this size may have (the decoder pads to it)."""
@@ -589,8 +619,9 @@ class Codec:
     ):
         """The compiled `stage_step` of stage `stage`, with its kernel: encoding or decoding."""
         return self._compiled(
-            "stage_step", self._stage_variables, np.int32(stage), y_hat, hyper, layout.kernels[stage],
-            layout.elements, layout.counts, y, words, state, checksum, decoding,
+            "stage_step", self._stage_variables, layout.stage_index[stage], y_hat, hyper,
+            layout.kernels[stage], layout.elements, layout.counts, y, words, state, checksum,
+            self._scalar(np.bool_(decoding)),
         )  # fmt: skip
 
     def compress(self, image: np.ndarray) -> CompressResult:
