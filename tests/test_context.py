@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mscm_jax.model.context import EntropyParameters, MultistageContext, stage_taps
+from mscm_jax.model.context import EntropyParameters, MultistageContext, stage_tap_counts, stage_taps
 from mscm_jax.model.schedules import BUILTIN_PATTERNS, get_schedule
 
 M = 4
@@ -201,7 +201,7 @@ def test_stage_cost_falls_as_inverse_patch_area(name, positions):
 @pytest.mark.parametrize("name", ["mscm4x4-paper", "checkerboard", "hyperprior", "serial"])
 def test_reading_only_the_context_taps_gives_the_same_parameters(name):
     """A decoder's stage kernels (`stage_taps`: the context taps only, padded to one count and
-    multiplied in blocks up to the stage's last) give what the whole masked window gives."""
+    multiplied up to the stage's last) give what the whole masked window gives."""
     _schedule, module, params, y, hyper, decode_stage, _, plan = setup_for(name)
     kernels = module.apply(params, *plan.latent_shape, method=MultistageContext.stage_kernels)
     with_kernel = jax.jit(
@@ -228,5 +228,6 @@ def test_reading_only_the_context_taps_gives_the_same_parameters(name):
     if name == "mscm4x4-paper":  # docs/paper.md's context positions per stage; 192 taps instead of 15 x 25
         counts = [len(stage_taps(plan, s)[0]) for s in range(plan.num_stages)]
         assert counts == [0, 1, 2, 4, 5, 8, 12, 9, 11, 15, 17, 18, 21, 22, 23, 24]
+        assert stage_tap_counts(plan).tolist() == counts
     if name == "serial":  # every stage shares one kernel object
         assert len({id(k) for k in kernels}) == 1

@@ -61,7 +61,7 @@ import numpy as np
 
 from mscm_jax.coding import integer_cdf
 from mscm_jax.model import layers
-from mscm_jax.model.context import TAP_BLOCK, StageKernel, read_stage, stage_context
+from mscm_jax.model.context import StageKernel, read_stage, stage_context
 from mscm_jax.model.ops import INT8_SPLIT_MARGIN, integer_dot, pixel_shuffle
 from mscm_jax.model.schedules import StagePlan
 from mscm_jax.model.transforms import LinearStep
@@ -303,7 +303,7 @@ def stage_parameters(
     if path.network:
         m = y_hat.shape[-1]
         if kernel.taps.shape[0]:
-            acc = stage_context(plan, kernel, stage, latent_input(path, y_hat, int8.context), None, TAP_BLOCK)
+            acc = stage_context(plan, kernel, stage, latent_input(path, y_hat, int8.context), None, True)
             weight_set = jnp.asarray(plan.weight_index)[stage]
             context = rescale(acc + path.context.bias[weight_set], path.context.shift[weight_set],
                               path.context.limit)  # fmt: skip

@@ -36,10 +36,6 @@ from mscm_jax.model.layers import leaky_relu, torch_default_init
 from mscm_jax.model.ops import integer_dot
 from mscm_jax.model.schedules import Schedule, StagePlan
 
-# A decoder's stages multiply their context taps in blocks of this many (`stage_context`):
-# smaller blocks multiply fewer padding taps, and compile more branches.
-TAP_BLOCK = 4
-
 
 @functools.lru_cache(maxsize=64)
 def cached_stage_plan(schedule: Schedule, latent_h: int, latent_w: int) -> StagePlan:
@@ -101,6 +97,11 @@ def stage_taps(plan: StagePlan, stage: int) -> tuple[np.ndarray, np.ndarray]:
     mask = plan.tap_mask[stage] & plan.valid[stage][:, None]  # (P, k*k)
     taps = np.flatnonzero(mask.any(axis=0)).astype(np.int32)
     return taps, mask[:, taps]
+
+
+def stage_tap_counts(plan: StagePlan) -> np.ndarray:
+    """(S,) the number of window taps each stage reads (`stage_taps`), of any of its entries."""
+    return (plan.tap_mask & plan.valid[:, :, None]).any(axis=1).sum(axis=1)
 
 
 # --------------------------------------------------------------------------
@@ -200,7 +201,7 @@ def stage_context(
     stage: jax.Array,
     y_hat: jax.Array,
     bias: jax.Array | None = None,
-    tap_block: int | None = None,
+    own_taps: bool = False,
 ) -> jax.Array:
     """Context features of stage `stage`'s elements: (P, B, h, w, D).
 
@@ -216,12 +217,12 @@ def stage_context(
         int32 sums.
       bias: optional (D,) added where the stage has context (CompressAI's
         serial `MaskedConv2d` has one; the MSCM authors' convolutions do not).
-      tap_block: a decoder's kernels, padded to one tap count for every stage
-        (`CompressionModel.stage_kernels`), are multiplied up to their last
-        context tap rounded up to a multiple of `tap_block` (`lax.switch`), so
-        one program serves every stage and multiplies at most `tap_block - 1`
-        padding taps. None multiplies every tap (training, under `jax.vmap`,
-        where a switch would run all its branches).
+      own_taps: `kernel` is a decoder's, padded to one tap count for every
+        stage (`CompressionModel.stage_kernels`): multiply only up to the
+        stage's last context tap, so one program serves every stage and
+        multiplies no padding (a `lax.switch` with one branch per tap count
+        the plan's stages have, `stage_tap_counts`). False multiplies every tap
+        (training, under `jax.vmap`, where a switch would run all its branches).
     """
     k = math.isqrt(plan.tap_mask.shape[-1])
     taps, d = kernel.kernel.shape[0], kernel.kernel.shape[-1]
@@ -261,14 +262,14 @@ def stage_context(
 
     if taps == 0:  # a decoder's stage without context reads nothing
         return no_context(y_hat)
-    if tap_block is None:
+    if not own_taps:
         # Stage 0 (and any stage without earlier neighbours) skips the work.
         return jax.lax.cond(kernel.context.any(), context, no_context, y_hat)
-    # Branch j multiplies the first j blocks; 0 (no context tap) none.
+    # One branch per tap count, the smallest that covers the stage's last context tap (0: none).
     used = jnp.max(jnp.where(kernel.context.any(axis=0), jnp.arange(1, taps + 1), 0))
-    sizes = [min(j * tap_block, taps) for j in range(1, -(-taps // tap_block) + 1)]
-    branches = [no_context] + [functools.partial(context, taps=size) for size in sizes]
-    return jax.lax.switch((used + tap_block - 1) // tap_block, branches, y_hat)
+    sizes = sorted({0, taps, *(int(c) for c in stage_tap_counts(plan) if c <= taps)})
+    branches = [functools.partial(context, taps=size) if size else no_context for size in sizes]
+    return jax.lax.switch(jnp.searchsorted(jnp.asarray(sizes), used), branches, y_hat)
 
 
 def stage_network_inputs(
@@ -278,15 +279,15 @@ def stage_network_inputs(
     y_hat: jax.Array,
     hyper: jax.Array,
     bias: jax.Array | None = None,
-    tap_block: int | None = None,
+    own_taps: bool = False,
 ) -> jax.Array:
     """Input of the entropy-parameter network at stage `stage`: (P, B, h, w, 4M).
 
     The hyperprior features (2M) of the stage's elements followed by their
     context (2M; zeros at stage 0), the order of Minnen 2018 and the MSCM code.
-    `kernel`, `bias` and `tap_block` are as `stage_context` takes them.
+    `kernel`, `bias` and `own_taps` are as `stage_context` takes them.
     """
-    context = stage_context(plan, kernel, stage, y_hat, bias, tap_block)
+    context = stage_context(plan, kernel, stage, y_hat, bias, own_taps)
     return jnp.concatenate([read_stage(plan, hyper, stage), context.astype(hyper.dtype)], axis=-1)
 
 
@@ -376,14 +377,14 @@ class MultistageContext(nn.Module):
         `stage_kernel`, when given, replaces the stage's slice of
         `context_kernel`: a decoder that splits the sets once (`stage_kernels`)
         saves copying them out of the stack at every stage, and multiplies only
-        the stage's context taps, in blocks of `TAP_BLOCK`.
+        the stage's context taps.
         """
         plan = self.plan(*y_hat.shape[1:3])
-        tap_block = TAP_BLOCK
+        own_taps = stage_kernel is not None
         if stage_kernel is None:
-            stage_kernel, tap_block = StageKernel.of_stage(plan, self.context_kernel, stage), None
+            stage_kernel = StageKernel.of_stage(plan, self.context_kernel, stage)
         bias = _stage_bias(plan, self.context_bias, stage)
-        inputs = stage_network_inputs(plan, stage_kernel, stage, y_hat, hyper, bias, tap_block)
+        inputs = stage_network_inputs(plan, stage_kernel, stage, y_hat, hyper, bias, own_taps)
         return self.parameter_network(inputs)
 
     def stage_kernels(self, latent_h: int, latent_w: int) -> list[StageKernel]:
@@ -392,9 +393,8 @@ class MultistageContext(nn.Module):
         Padded at the end, with zero weights at taps that are context for no
         entry, to the largest tap count of any stage: one compiled stage
         program serves every stage, and `decode_stage` multiplies a stage's
-        taps only up to its last one (in blocks of `TAP_BLOCK`), so the padding
-        costs at most a block's products. Stages with the same weight set and taps share one
-        (`serial`'s H*W stages share one).
+        taps only up to its last one, so the padding costs no products. Stages
+        with the same weight set and taps share one (`serial`'s H*W stages share one).
         """
         plan = self.plan(latent_h, latent_w)
         m, d = self.context_kernel.shape[-2:]
