@@ -44,3 +44,11 @@ def test_entropy_decoding_runs_pair_each_run_with_the_other_codecs_run_of_the_sa
     with pytest.raises(SystemExit):
         bench.main(["coding", "--entropy-repeats", "0"])
     assert "--entropy-repeats takes" in capsys.readouterr().err
+
+
+def test_fastest_takes_the_shortest_of_the_runs_and_waits_for_each(monkeypatch):
+    clock = iter([0.0, 5.0, 10.0, 12.0, 20.0, 29.0])  # runs of 5, 2 and 9 seconds
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    calls = []
+    assert bench._fastest(lambda *args: calls.append(args), 1, 2) == 2.0
+    assert calls == [(1, 2)] * 3
