@@ -178,11 +178,12 @@ def _entropy_decoding_runs(codecs: dict, files: dict, repeats: int) -> dict[str,
 
 
 def _ratio(numerator: list[float], denominator: list[float]) -> dict:
-    """The per-run ratios' median and range, and the ratio of the fastest runs."""
+    """The per-run ratios (runs of the same turn paired), their median and range, and the ratio
+    of the fastest runs."""
     ratios = [a / b for a, b in zip(numerator, denominator, strict=True)]
     fastest = [min(numerator), min(denominator)]
     return {"median": float(np.median(ratios)), "low": min(ratios), "high": max(ratios),
-            "fastest_s": fastest, "fastest": fastest[0] / fastest[1]}  # fmt: skip
+            "per_repeat": ratios, "fastest_s": fastest, "fastest": fastest[0] / fastest[1]}  # fmt: skip
 
 
 def _print_ratio(what: str, ratio: dict, repeats: int) -> None:
@@ -257,29 +258,28 @@ def bench_coding(args: argparse.Namespace) -> dict:
             f"{row['synthesis_s']:>11.3f}{compile_s[name]:>9.1f}{1 + row['overhead']:>15.4f}"
         )
     report = {"schedules": rows}
+
+    def whole_runs(numerator: str, denominator: str, seconds=lambda r: r["entropy_decoding_s"]) -> dict:
+        return _ratio([seconds(r) for r in runs[numerator]], [seconds(r) for r in runs[denominator]])
+
     if "checkerboard" in runs and "mscm4x4-paper" in runs:
-        pairs = list(zip(runs["mscm4x4-paper"], runs["checkerboard"], strict=True))
-        ratios = [four["entropy_decoding_s"] / cb["entropy_decoding_s"] for four, cb in pairs]
-        report["ratio_4x4_checkerboard"] = {"median": float(np.median(ratios)), "per_repeat": ratios}
+        ratio = report["ratio_4x4_checkerboard"] = whole_runs("mscm4x4-paper", "checkerboard")
         print(
-            f"entropy decoding mscm4x4-paper / checkerboard: {np.median(ratios):.2f} "
-            f"(median of {len(ratios)} repeats; {min(ratios):.2f}-{max(ratios):.2f})"
+            f"entropy decoding mscm4x4-paper / checkerboard: {ratio['median']:.2f} "
+            f"(median of {args.repeats} repeats; {ratio['low']:.2f}-{ratio['high']:.2f})"
         )
         # Where the difference lies: the stages' networks (timed in the encoder, which runs
         # them without the coder) and the rest of entropy decoding (z, hyper-synthesis, coder).
         parts = {"networks": lambda r: r["parameters_s"],
                  "the rest": lambda r: r["entropy_decoding_s"] - r["parameters_s"]}  # fmt: skip
         for part, seconds in parts.items():
-            split = [seconds(four) / seconds(cb) for four, cb in pairs]
-            report["ratio_4x4_checkerboard"][part] = float(np.median(split))
-            print(f"  of it {part}: {np.median(split):.2f} ({min(split):.2f}-{max(split):.2f})")
+            split = whole_runs("mscm4x4-paper", "checkerboard", seconds)
+            ratio[part] = split["median"]
+            print(f"  of it {part}: {split['median']:.2f} ({split['low']:.2f}-{split['high']:.2f})")
     for name in [n for n in runs if f"{n}+int" in runs]:
-        ratios = [i["entropy_decoding_s"] / f["entropy_decoding_s"]
-                  for i, f in zip(runs[f"{name}+int"], runs[name], strict=True)]  # fmt: skip
-        report.setdefault("ratio_integer_float", {})[name] = {"median": float(np.median(ratios)),
-                                                              "per_repeat": ratios}  # fmt: skip
-        print(f"entropy decoding {name}, integer path / float path: {np.median(ratios):.2f} "
-              f"({min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
+        ratio = report.setdefault("ratio_integer_float", {})[name] = whole_runs(f"{name}+int", name)
+        print(f"entropy decoding {name}, integer path / float path: {ratio['median']:.2f} "
+              f"({ratio['low']:.2f}-{ratio['high']:.2f})")  # fmt: skip
     short = _entropy_decoding_runs(codecs, files, args.entropy_repeats)
     pairs = [("mscm4x4-paper", "checkerboard")] + [(f"{n}+int", n) for n in runs if f"{n}+int" in runs]
     for numerator, denominator in pairs:
