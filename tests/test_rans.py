@@ -142,38 +142,29 @@ def _segments(rng, sizes):
 
 
 @pytest.mark.parametrize("lanes, sizes", [(1, (9, 40)), (5, (37, 0, 64))])
-def test_jax_coder_writes_the_reference_bytes_and_both_round_trip(lanes, sizes):
+@pytest.mark.parametrize("escapes", ["branched", "masked"])
+def test_jax_coder_writes_the_reference_bytes_and_both_round_trip(lanes, sizes, escapes, monkeypatch):
+    """`escapes`: a CPU branches around them (`rans._if_any_escape`); other backends run them masked."""
+    encode, decode = _jax_encode, _jax_decode
+    if escapes == "masked":  # lowered as for a GPU (the `default` branch)
+        monkeypatch.setattr(rans.jax.lax, "platform_dependent", lambda op, cpu, default: default(op))
+        # New functions, so that JAX traces them again rather than reusing the branched traces.
+        encode = jax.jit(lambda *args: _jax_encode.__wrapped__(*args), static_argnums=0)
+        decode = jax.jit(lambda *args: _jax_decode.__wrapped__(*args), static_argnums=0)
     segments = _segments(np.random.default_rng(lanes), sizes)
     tables = [(np.asarray(_cdf_tables(jnp.asarray(p))), q, 1 << p[1]) for p, q in segments]
     expected = reference_encode(tables, lanes)
-    (buffer, first), overflow = _jax_encode(lanes, [tuple(map(jnp.asarray, s)) for s in segments])
+    (buffer, first), overflow = encode(lanes, [tuple(map(jnp.asarray, s)) for s in segments])
     words = np.asarray(buffer)[int(first) :]
     assert int(overflow) == 0
     np.testing.assert_array_equal(words, expected)
-    decoded, finished = _jax_decode(lanes, jnp.asarray(words), [jnp.asarray(p) for p, _ in segments])
+    decoded, finished = decode(lanes, jnp.asarray(words), [jnp.asarray(p) for p, _ in segments])
     assert bool(finished)
     reference, reference_finished = reference_decode(list(expected), tables, lanes)
     assert reference_finished
     for (_, offsets), mine, theirs in zip(segments, decoded, reference, strict=True):
         np.testing.assert_array_equal(np.asarray(mine), offsets)
         np.testing.assert_array_equal(theirs, offsets)
-
-
-def test_the_masked_escape_path_of_gpus_writes_and_reads_the_same_bytes(monkeypatch):
-    """A CPU branches around escapes (`_if_any_escape`); other backends always run them, masked."""
-    lanes, segments = 5, _segments(np.random.default_rng(5), (37, 64))
-    tables = [(np.asarray(_cdf_tables(jnp.asarray(p))), q, 1 << p[1]) for p, q in segments]
-    # Lowered as for a GPU: the `default` branch.
-    monkeypatch.setattr(rans.jax.lax, "platform_dependent", lambda operand, cpu, default: default(operand))
-    encode = jax.jit(_jax_encode.__wrapped__, static_argnums=0)  # traced again
-    decode = jax.jit(_jax_decode.__wrapped__, static_argnums=0)
-    (buffer, first), _ = encode(lanes, [tuple(map(jnp.asarray, s)) for s in segments])
-    words = np.asarray(buffer)[int(first) :]
-    np.testing.assert_array_equal(words, reference_encode(tables, lanes))
-    decoded, finished = decode(lanes, jnp.asarray(words), [jnp.asarray(p) for p, _ in segments])
-    assert bool(finished)
-    for (_, offsets), mine in zip(segments, decoded, strict=True):
-        np.testing.assert_array_equal(np.asarray(mine), offsets)
 
 
 def test_damaged_streams_never_decode_to_the_original_and_offsets_beyond_the_range_are_counted():

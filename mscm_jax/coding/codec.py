@@ -297,7 +297,6 @@ class _Layout:
     # stage codes all of them in order (the patch size divides the latent, no padding entries).
     elements: jax.Array | None
     counts: jax.Array  # (S,) elements per stage
-    stage_index: tuple  # each stage's index as a device scalar (a NumPy one is transferred at every call)
     host_counts: np.ndarray
     z_shape: tuple[int, int, int]
     num_symbols: int
@@ -343,9 +342,8 @@ class Codec:
         identity += f"|coder {self.coder}|int8 {self._int8}"
         self._compiled = _Compiled(self._functions(), {"encode_y": (0,), "encode_z": (0,)}, identity)
         self._layouts: dict[tuple[int, int], _Layout] = {}
-        self._constants: dict[
-            tuple, jax.Array
-        ] = {}  # zeros and scalars on the device (`_zeros_like`, `_scalar`)
+        # Zeros and scalars on the device, transferred once (`_zeros_like`, `_scalar`).
+        self._constants: dict[tuple, jax.Array] = {}
 
     # -- loading and export ---------------------------------------------------
 
@@ -513,21 +511,22 @@ class Codec:
                 mask = plan.element_mask(s)[:, None, :, :, None]
                 elements.append(np.flatnonzero(np.broadcast_to(mask, (*mask.shape[:-1], m))))
             counts = np.asarray([len(e) for e in elements], np.int32)
-            stacked = np.full((len(elements), counts.max()), np.iinfo(np.int32).max, np.int32)  # out of range
-            for s, e in enumerate(elements):
-                stacked[s, : len(e)] = e
-            # The patch size divides the latent and no stage has padding entries: no indices needed.
+            # None where the patch size divides the latent and no stage has padding entries.
             size = plan.max_positions * plan.grid[0] * plan.grid[1] * m
-            in_order = all(np.array_equal(e, np.arange(size)) for e in elements)
+            indices = None
+            if not all(np.array_equal(e, np.arange(size)) for e in elements):
+                stacked = np.full((len(elements), counts.max()), np.iinfo(np.int32).max, np.int32)
+                for s, e in enumerate(elements):
+                    stacked[s, : len(e)] = e  # the rest out of range
+                indices = jnp.asarray(stacked)
             ratio = self.family.hyper_stride // self.family.latent_stride
             z_shape = (latent_shape[0] // ratio, latent_shape[1] // ratio, self.config.N)
             num_symbols = latent_shape[0] * latent_shape[1] * m + int(np.prod(z_shape))
             self._layouts[latent_shape] = _Layout(
                 plan,
                 kernels,
-                None if in_order else jnp.asarray(stacked),
+                indices,
                 jnp.asarray(counts),
-                tuple(self._scalar(np.int32(s)) for s in range(plan.num_stages)),
                 counts,
                 z_shape,
                 num_symbols,
@@ -565,7 +564,7 @@ class Codec:
         return self._constants[key]
 
     def _scalar(self, value: np.generic) -> jax.Array:
-        """A NumPy scalar on the device, transferred once."""
+        """A NumPy scalar on the device, transferred once (passed as NumPy, it is at every call)."""
         key = (value.item(), value.dtype.str)
         if key not in self._constants:
             self._constants[key] = jax.device_put(value)
@@ -619,7 +618,7 @@ class Codec:
     ):
         """The compiled `stage_step` of stage `stage`, with its kernel: encoding or decoding."""
         return self._compiled(
-            "stage_step", self._stage_variables, layout.stage_index[stage], y_hat, hyper,
+            "stage_step", self._stage_variables, self._scalar(np.int32(stage)), y_hat, hyper,
             layout.kernels[stage], layout.elements, layout.counts, y, words, state, checksum,
             self._scalar(np.bool_(decoding)),
         )  # fmt: skip
