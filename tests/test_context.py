@@ -7,7 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mscm_jax.model.context import EntropyParameters, MultistageContext, stage_tap_counts, stage_taps
+from mscm_jax.model.context import (
+    MAX_STAGE_BRANCHES,
+    EntropyParameters,
+    MultistageContext,
+    stage_tap_counts,
+    stage_taps,
+)
 from mscm_jax.model.schedules import BUILTIN_PATTERNS, get_schedule
 
 M = 4
@@ -198,16 +204,26 @@ def test_stage_cost_falls_as_inverse_patch_area(name, positions):
     assert ratio == pytest.approx(positions / n**2, rel=0.1), (stage, full)
 
 
-@pytest.mark.parametrize("name", ["mscm4x4-paper", "checkerboard", "hyperprior", "serial"])
+RASTER_5X5 = np.arange(25).reshape(5, 5).tolist()  # more stages than MAX_STAGE_BRANCHES
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["mscm4x4-paper", "checkerboard", "hyperprior", "serial", RANDOM_CUSTOM.tolist(), RASTER_5X5],
+    ids=spec_id,
+)
 def test_reading_only_the_context_taps_gives_the_same_parameters(name):
-    """A decoder's stage kernels (`stage_taps`: the context taps only, padded to one count and
-    multiplied up to the stage's last) give what the whole masked window gives."""
+    """A decoder's stage kernels (`stage_taps`: the context taps only, padded to one count) give
+    what the whole masked window gives: read by constant slices per stage (up to
+    `MAX_STAGE_BRANCHES` stages; the custom pattern's entries have different taps) or by a
+    gather per tap count (serial, the 5x5 raster)."""
+    assert (len(RASTER_5X5) ** 2 > MAX_STAGE_BRANCHES) and (16 <= MAX_STAGE_BRANCHES)
     _schedule, module, params, y, hyper, decode_stage, _, plan = setup_for(name)
     kernels = module.apply(params, *plan.latent_shape, method=MultistageContext.stage_kernels)
     with_kernel = jax.jit(
         lambda p, s, y, h, k: module.apply(p, s, y, h, k, method=MultistageContext.decode_stage)
     )
-    if plan.num_stages < 20:
+    if plan.num_stages <= 25:
         stages = range(plan.num_stages)
     else:  # serial: stage 15 is the one element of the 5 x 6 latent whose whole window lies inside
         stages = [0, 1, 7, plan.num_stages // 2, plan.num_stages - 1]

@@ -12,7 +12,10 @@ and contracts them with the stage's 5x5 weights in one matrix product. Its cost
 is `1 / n^2` of a full-resolution pass per position, and the stage index is a
 traced value, so one compilation serves every stage.
 
-- Decoding (and encoding) call it once per stage (`MultistageContext.decode_stage`).
+- Decoding (and encoding) call it once per stage (`MultistageContext.decode_stage`)
+  with the stage's own taps only; the stage program then switches on the
+  stage, and each branch reads its taps by strided slices at constant offsets
+  (`MAX_STAGE_BRANCHES`).
 - Training calls it for all stages at once through `jax.vmap` over the stage
   index (`MultistageContext.all_stages`), so the likelihoods it trains are
   those the coder will use.
@@ -136,6 +139,25 @@ def _pad_for_stages(x: jax.Array, plan: StagePlan, margin: int = 0) -> jax.Array
     return jnp.pad(x, ((0, 0), (margin, after_r), (margin, after_c), (0, 0)))
 
 
+def _strided_window(x: jax.Array, row: int, col: int, n: int, size: tuple[int, int]) -> jax.Array:
+    """(B, h, w, C): rows `row + n u`, columns `col + n v` of `x` (B, H, W, C), zeros outside it.
+
+    Constant offsets: a strided slice of what lies inside, padded, which XLA
+    fuses into its consumer (no padded copy of `x`).
+    """
+
+    def span(start: int, count: int, length: int) -> tuple[slice, tuple[int, int]]:
+        first = max(0, -(start // n))  # the first index u inside, and one past the last
+        last = min(count, (length - 1 - start) // n + 1)
+        if last <= first:
+            return slice(0, 0), (count, 0)
+        return slice(start + n * first, start + n * (last - 1) + 1, n), (first, count - last)
+
+    (rows, pad_r), (cols, pad_c) = span(row, size[0], x.shape[1]), span(col, size[1], x.shape[2])
+    inside = x[:, rows, cols]
+    return jnp.pad(inside, ((0, 0), pad_r, pad_c, (0, 0)))
+
+
 def read_stage(plan: StagePlan, x: jax.Array, stage: jax.Array) -> jax.Array:
     """The values of `x` (B, H, W, C) at stage `stage`'s elements: (P, B, h, w, C).
 
@@ -195,6 +217,11 @@ def scatter_all_stages(plan: StagePlan, per_stage: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------
 
 
+# A decoder's stage program gives each stage its own branch, with its taps and positions as
+# constants, up to this many stages; more (`serial` has H*W) share a branch per tap count.
+MAX_STAGE_BRANCHES = 16
+
+
 def stage_context(
     plan: StagePlan,
     kernel: StageKernel,
@@ -217,12 +244,14 @@ def stage_context(
         int32 sums.
       bias: optional (D,) added where the stage has context (CompressAI's
         serial `MaskedConv2d` has one; the MSCM authors' convolutions do not).
-      own_taps: `kernel` is a decoder's, padded to one tap count for every
-        stage (`CompressionModel.stage_kernels`): multiply only up to the
-        stage's last context tap, so one program serves every stage and
-        multiplies no padding (a `lax.switch` with one branch per tap count
-        the plan's stages have, `stage_tap_counts`). False multiplies every tap
-        (training, under `jax.vmap`, where a switch would run all its branches).
+      own_taps: `kernel` is a decoder's (`CompressionModel.stage_kernels`):
+        exactly stage `stage`'s taps (`stage_taps`), padded to one tap count
+        for every stage, so one program serves every stage. It multiplies no
+        padding: a `lax.switch` with one branch per stage, each reading its
+        taps by constant strided slices (at most `MAX_STAGE_BRANCHES` stages),
+        or one branch per tap count (`stage_tap_counts`). False multiplies
+        every tap of `kernel` (training, under `jax.vmap`, where a switch would
+        run all its branches).
     """
     k = math.isqrt(plan.tap_mask.shape[-1])
     taps, d = kernel.kernel.shape[0], kernel.kernel.shape[-1]
@@ -230,23 +259,15 @@ def stage_context(
     integer = jnp.issubdtype(y_hat.dtype, jnp.integer)
     out_dtype = jnp.int32 if integer else y_hat.dtype
     b, m = y_hat.shape[0], y_hat.shape[-1]
-    (h, w), p_max = plan.grid, plan.max_positions
+    (h, w), p_max, n = plan.grid, plan.max_positions, plan.stride
 
-    def context(y_hat, taps: int = taps):
-        """The product over the first `taps` taps (static)."""
-        # Window tap (dy, dx) of element (u, v) sits at padded row r0 + n u + dy.
-        padded = _pad_for_stages(y_hat, plan, k // 2)
-        rows, cols = _stage_indices(plan, stage)
-        taps_r = rows[:, :, None] + kernel.taps[:taps] // k  # (P, h, t)
-        taps_c = cols[:, :, None] + kernel.taps[:taps] % k  # (P, w, t)
-        # One gather of the taps of all the stage's elements: (B, P, h, w, t, M).
-        values = padded[:, taps_r[:, :, None, :], taps_c[:, None, :, :]]
-        is_context = kernel.context[:, :taps].reshape(1, p_max, 1, 1, taps, 1)
-        values = jnp.where(is_context, values, jnp.zeros((), values.dtype))
+    def product(values):
+        """(B, P, h, w, t, M) tap values, zero where not context -> the context features."""
+        t = values.shape[-2]
         # One plain (rows, t M) x (t M, D) product: an einsum to (P, B, ...) made XLA transpose
         # the taps and the product, 1.4x this context's time on a 4x4 stage (2-core CPU).
-        values = jnp.moveaxis(values, 1, 0).reshape(p_max * b * h * w, taps * m)
-        weights = kernel.kernel[:taps].reshape(taps * m, d)
+        values = jnp.moveaxis(values, 1, 0).reshape(p_max * b * h * w, t * m)
+        weights = kernel.kernel[:t].reshape(t * m, d)
         weights = weights.astype(kernel.kernel.dtype if integer else values.dtype)
         if integer:
             out = integer_dot(values, weights)
@@ -257,6 +278,34 @@ def stage_context(
             out = out + bias.astype(out.dtype)
         return out.astype(out_dtype)
 
+    def gathered(y_hat, taps: int = taps):
+        """The first `taps` taps of `kernel` at the traced stage: one gather."""
+        # Window tap (dy, dx) of element (u, v) sits at padded row r0 + n u + dy.
+        padded = _pad_for_stages(y_hat, plan, k // 2)
+        rows, cols = _stage_indices(plan, stage)
+        taps_r = rows[:, :, None] + kernel.taps[:taps] // k  # (P, h, t)
+        taps_c = cols[:, :, None] + kernel.taps[:taps] % k  # (P, w, t)
+        values = padded[:, taps_r[:, :, None, :], taps_c[:, None, :, :]]  # (B, P, h, w, t, M)
+        is_context = kernel.context[:, :taps].reshape(1, p_max, 1, 1, taps, 1)
+        return product(jnp.where(is_context, values, jnp.zeros((), values.dtype)))
+
+    def of_stage(y_hat, s: int):
+        """Stage `s`'s taps (`stage_taps`, the order of its kernel) by constant strided slices:
+        on a 2-core CPU 1.3x faster than the gather, compiled as fast (16 4x4 stages)."""
+        tap_indices, is_context = stage_taps(plan, s)
+        if not len(tap_indices):
+            return no_context(y_hat)
+        zeros = jnp.zeros((b, h, w, m), y_hat.dtype)
+
+        def tap(p, i):
+            (r0, c0), (dy, dx) = plan.positions[s, p], divmod(int(tap_indices[i]), k)
+            if not is_context[p, i]:
+                return zeros
+            return _strided_window(y_hat, r0 + dy - k // 2, c0 + dx - k // 2, n, (h, w))
+
+        entries = [jnp.stack([tap(p, i) for i in range(len(tap_indices))], -2) for p in range(p_max)]
+        return product(jnp.stack(entries, 1))
+
     def no_context(y_hat):
         return jnp.zeros((p_max, b, h, w, d), out_dtype)
 
@@ -264,11 +313,14 @@ def stage_context(
         return no_context(y_hat)
     if not own_taps:
         # Stage 0 (and any stage without earlier neighbours) skips the work.
-        return jax.lax.cond(kernel.context.any(), context, no_context, y_hat)
+        return jax.lax.cond(kernel.context.any(), gathered, no_context, y_hat)
+    if plan.num_stages <= MAX_STAGE_BRANCHES:
+        branches = [functools.partial(of_stage, s=s) for s in range(plan.num_stages)]
+        return jax.lax.switch(stage, branches, y_hat)
     # One branch per tap count, the smallest that covers the stage's last context tap (0: none).
     used = jnp.max(jnp.where(kernel.context.any(axis=0), jnp.arange(1, taps + 1), 0))
     sizes = sorted({0, taps, *(int(c) for c in stage_tap_counts(plan) if c <= taps)})
-    branches = [functools.partial(context, taps=size) if size else no_context for size in sizes]
+    branches = [functools.partial(gathered, taps=size) if size else no_context for size in sizes]
     return jax.lax.switch(jnp.searchsorted(jnp.asarray(sizes), used), branches, y_hat)
 
 
