@@ -340,7 +340,9 @@ class Codec:
         self._hyper_variables = integer if integer is not None else self.params
         identity = json.dumps(config.to_dict(), sort_keys=True)  # programs depend on it, not on the weights
         identity += f"|coder {self.coder}|int8 {self._int8}"
-        self._compiled = _Compiled(self._functions(), {"encode_y": (0,), "encode_z": (0,)}, identity)
+        self._compiled = _Compiled(
+            self._functions(), {"encode_y": (0,), "encode_z": (0,), "stage_step": (2,)}, identity
+        )
         self._layouts: dict[tuple[int, int], _Layout] = {}
         # Zeros and scalars on the device, transferred once (`_zeros_like`, `_scalar`).
         self._constants: dict[tuple, jax.Array] = {}
@@ -381,6 +383,7 @@ class Codec:
         model, stride = self.model, self.family.latent_stride
         steps, integer, int8 = self.family.hyper_synthesis_steps, self.integer is not None, self._int8
         k, round_centre = self.config.num_mixtures, self.config.rounding == "y"
+        latent_channels = self.config.M
 
         def hyper_features(variables, z_symbols, median):
             if integer:
@@ -403,9 +406,12 @@ class Codec:
             return y, _to_symbols(z - median)
 
         def z_step(params, z_cdf, median, z_symbols, words, lanes, decoding):
-            """z's symbols (decoded, or given), the hyper-synthesis, the decoder's state, z's checksum.
+            """z's symbols (decoded, or given), the hyper-synthesis, the decoder's state, z's checksum,
+            and the zero y_hat the first stage starts from.
 
-            `lanes`: an (L,) array whose length is the stream's lane count.
+            `lanes`: an (L,) array whose length is the stream's lane count. y_hat
+            is made here, on the device, because `stage_step` takes it donated
+            (updated in place, not copied at every stage).
             """
             shape = z_symbols.shape
             state = rans.new_decoder(words, lanes.shape[0])
@@ -415,11 +421,9 @@ class Codec:
                 return state, flat.reshape(shape)
 
             state, z_symbols = jax.lax.cond(decoding, decode, lambda state: (state, z_symbols), state)
-            return (
-                hyper_features(params, z_symbols, median),
-                state,
-                integer_cdf.symbol_checksum(z_symbols.reshape(-1), 0),
-            )
+            hyper = hyper_features(params, z_symbols, median)
+            y_hat = jnp.zeros((*hyper.shape[:-1], latent_channels), jnp.float32)
+            return hyper, state, integer_cdf.symbol_checksum(z_symbols.reshape(-1), 0), y_hat
 
         def stage_step(variables, stage, y_hat, hyper, kernel, elements, counts, y, words, state, checksum,
                        decoding):  # fmt: skip
@@ -602,9 +606,11 @@ class Codec:
             y, z_symbols = run("analysis", self.params, jnp.asarray(image.astype(np.float32) / 255.0)[None],
                                self._median)  # fmt: skip
         with watch.phase("hyper"):
-            hyper, _, checksum = run("z_step", self._hyper_variables, self._z_cdf, self._z_step_median(),
-                                     z_symbols, no_words, lane_shape, False)  # fmt: skip
-        y_hat, stages = self._zeros_like(y.shape, y.dtype), []
+            hyper, _, checksum, y_hat = run(
+                "z_step", self._hyper_variables, self._z_cdf, self._z_step_median(), z_symbols, no_words,
+                lane_shape, False,
+            )  # fmt: skip
+        stages = []
         for stage in range(layout.plan.num_stages):  # parameters and symbols, in decoding order
             with watch.phase("stage"):
                 y_hat, params, symbols, _, checksum = self._stage_step(
@@ -704,10 +710,11 @@ class Codec:
             words_on_device = jnp.asarray(np.pad(words, (0, capacity - len(words))))
             z_symbols = self._zeros_like((1, *layout.z_shape), jnp.int32)
             lanes = self._zeros_like((header.lanes,), jnp.int32)
-            hyper, state, checksum = run("z_step", self._hyper_variables, self._z_cdf, self._z_step_median(),
-                                         z_symbols, words_on_device, lanes, True)  # fmt: skip
-        y_hat = self._zeros_like((1, *latent_shape, self.config.M), jnp.float32)
-        no_y = y_hat
+            hyper, state, checksum, y_hat = run(
+                "z_step", self._hyper_variables, self._z_cdf, self._z_step_median(), z_symbols,
+                words_on_device, lanes, True,
+            )  # fmt: skip
+        no_y = self._zeros_like(y_hat.shape, y_hat.dtype)
         for stage in range(layout.plan.num_stages):
             with watch.phase("stage"):
                 y_hat, _, _, state, checksum = self._stage_step(
