@@ -7,7 +7,9 @@
    cheng2020-attn N = M = 192, K = 3, random weights with latents and scales
    spread as `python -m mscm_jax.tools.bench coding --scale-spread 0.2 8` spreads them.
 2. mscm4x4-paper at 512x768 with more rANS lanes: decode time against the
-   payload's overhead over the ideal (flush bytes), the trade-off that picks L.
+   payload's overhead over the ideal (flush bytes), the trade-off that picks L;
+   then with several coder steps per loop iteration (`Codec(unroll=...)`, the
+   same bytes), which saves the loop's per-iteration cost instead.
 3. mscm4x4-paper at 3840x2160.
 4. The same integer parameters give the same CDFs on the GPU and on the CPU.
 5. A file encoded on the GPU, decoded on the CPU (float networks on both:
@@ -34,14 +36,14 @@ from mscm_jax.tools.bench import _image_of_size, _spread_scales
 from mscm_jax.training.data import load_sample
 
 
-def _codec(schedule: str, channels: int, lanes: int | None = None, device=None) -> Codec:
+def _codec(schedule: str, channels: int, lanes: int | None = None, device=None, unroll: int = 1) -> Codec:
     config = ModelConfig(
         transform="cheng2020-attn", N=channels, M=channels, num_mixtures=3, schedule=schedule
     )
     with jax.default_device(device or jax.devices()[0]):
         _, params = init_model(config, jax.random.PRNGKey(0))
         params = _spread_scales(spread_latents(params, config.transform, 40.0), channels, 3, 0.2, 8.0)
-        return Codec(config, params, lanes=lanes)
+        return Codec(config, params, lanes=lanes, unroll=unroll)
 
 
 def _decode_row(codec: Codec, image: np.ndarray, repeats: int) -> dict:
@@ -52,7 +54,7 @@ def _decode_row(codec: Codec, image: np.ndarray, repeats: int) -> dict:
     runs = [codec.decompress(encoded.data).timings for _ in range(repeats)]
     median = lambda f: float(np.median([f(t) for t in runs]))  # noqa: E731
     return {
-        "schedule": codec.schedule.name, "lanes": encoded.lanes, "bpp": encoded.bpp,
+        "schedule": codec.schedule.name, "lanes": encoded.lanes, "unroll": codec.unroll, "bpp": encoded.bpp,
         "payload_bytes": encoded.payload_bytes, "ideal_bytes": encoded.ideal_bits / 8,
         "flush_bytes": encoded.flush_bytes, "overhead": 8 * encoded.payload_bytes / encoded.ideal_bits - 1,
         "entropy_decoding_s": median(lambda t: t.entropy_coding), "hyper_s": median(lambda t: t.hyper),
@@ -63,7 +65,8 @@ def _decode_row(codec: Codec, image: np.ndarray, repeats: int) -> dict:
 
 def _print(row: dict) -> None:
     print(
-        f"{row['schedule']:<14} {row.get('size', ''):>10} L={row['lanes']:<5} bpp {row['bpp']:.3f}  "
+        f"{row['schedule']:<14} {row.get('size', ''):>10} L={row['lanes']:<5} U={row['unroll']:<3} "
+        f"bpp {row['bpp']:.3f}  "
         f"entropy decoding {1e3 * row['entropy_decoding_s']:8.1f} ms "
         f"(hyper {1e3 * row['hyper_s']:.1f}, stages "
         f"{1e3 * row['stages_s']:.1f}, outside compiled calls {1e3 * row['outside_s']:.1f})  synthesis "
@@ -99,6 +102,9 @@ def main() -> None:
         record(_decode_row(_codec(schedule, channels), image, args.repeats), f"{w}x{h}")
     for lanes in (256, 1024):
         record(_decode_row(_codec("mscm4x4-paper", channels, lanes), image, args.repeats), f"{w}x{h}")
+    for unroll in (4, 8):
+        codec = _codec("mscm4x4-paper", channels, unroll=unroll)
+        record(_decode_row(codec, image, args.repeats), f"{w}x{h}")
     record(_decode_row(_codec("mscm4x4-paper", channels), big, max(args.repeats // 2, 1)), f"{bw}x{bh}")
 
     # Integer CDFs: the same parameters on this device and on the CPU.

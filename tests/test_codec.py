@@ -86,6 +86,17 @@ def test_y_minus_mean_rounding_round_trips_and_stays_on_the_means_grid():
     np.testing.assert_allclose(decoded.y_hat, np.asarray(_model_output(codec, PHOTO).y_hat[0]), atol=2**-10)
 
 
+def test_unrolled_coder_loops_write_and_read_the_same_bytes():
+    """Several coder steps per loop iteration (`unroll`, for accelerators) change no bit."""
+    base = codec_for("mscm2x2")
+    unrolled = Codec(base.config, base.params, unroll=5)  # the loops have 96 steps per stage, 24 for z
+    result = base.compress(PHOTO)
+    assert unrolled.compress(PHOTO).data == result.data
+    np.testing.assert_array_equal(unrolled.decode_latent(result.data)[0], result.y_hat)
+    with pytest.raises(ValueError, match="unroll must be a positive integer"):
+        Codec(base.config, base.params, unroll=0)
+
+
 @pytest.mark.parametrize("schedule", ["checkerboard", "mscm4x4-paper"])
 def test_a_one_pixel_image(schedule):
     codec = codec_for(schedule)

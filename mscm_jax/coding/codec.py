@@ -306,6 +306,10 @@ class Codec:
     """A model ready to code images; compiled functions are built once per shape and reused.
 
     `lanes`: rANS lanes of the files this codec writes (default: `rans.choose_lanes`).
+    `unroll`: coder steps per iteration of its loops (`jax.lax.fori_loop`'s
+    `unroll`): the same bits whatever the value; fewer iterations may pay
+    where each costs a fixed launch, as on a GPU (`experiments/gpu_coding.py`
+    compares); on a 2-core CPU 4 was slower than 1.
     `integer`: the model's integer path (`integer_path.convert`); with it the
     entropy parameters are computed in integers and files decode on every
     backend (coder `bitstream.CODER_RANS_INTEGER`).
@@ -313,8 +317,12 @@ class Codec:
 
     def __init__(self, config: ModelConfig, params: Any, z_cdf: np.ndarray | None = None,
                  source: str = "", step: int | None = None, lanes: int | None = None,
-                 integer: integer_path.IntegerPath | None = None):  # fmt: skip
-        self.config, self.source, self.step, self.lanes = config, source, step, lanes
+                 integer: integer_path.IntegerPath | None = None, unroll: int = 1):  # fmt: skip
+        if not isinstance(unroll, int) or unroll < 1:
+            raise ValueError(
+                f"unroll must be a positive integer (coder steps per loop iteration), got {unroll!r}"
+            )
+        self.config, self.source, self.step, self.lanes, self.unroll = config, source, step, lanes, unroll
         self.params = jax.device_put(params)
         self.model = CompressionModel(config)
         self.schedule = config.schedule_obj
@@ -339,7 +347,7 @@ class Codec:
         )
         self._hyper_variables = integer if integer is not None else self.params
         identity = json.dumps(config.to_dict(), sort_keys=True)  # programs depend on it, not on the weights
-        identity += f"|coder {self.coder}|int8 {self._int8}"
+        identity += f"|coder {self.coder}|int8 {self._int8}|unroll {unroll}"
         self._compiled = _Compiled(
             self._functions(), {"encode_y": (0,), "encode_z": (0,), "stage_step": (2,)}, identity
         )
@@ -375,7 +383,9 @@ class Codec:
     def with_integer_path(self, images: list[np.ndarray]) -> Codec:
         """This model with its integer path, calibrated on `images` (uint8 (H, W, 3))."""
         path = integer_path.convert(self.model, self.params, [_as_rgb_uint8(i)[0] for i in images])
-        return Codec(self.config, self.params, self.z_cdf, self.source, self.step, self.lanes, path)
+        return Codec(
+            self.config, self.params, self.z_cdf, self.source, self.step, self.lanes, path, self.unroll
+        )
 
     # -- compiled pieces ------------------------------------------------------
 
@@ -383,7 +393,7 @@ class Codec:
         model, stride = self.model, self.family.latent_stride
         steps, integer, int8 = self.family.hyper_synthesis_steps, self.integer is not None, self._int8
         k, round_centre = self.config.num_mixtures, self.config.rounding == "y"
-        latent_channels = self.config.M
+        latent_channels, unroll = self.config.M, self.unroll
 
         def hyper_features(variables, z_symbols, median):
             if integer:
@@ -417,7 +427,9 @@ class Codec:
             state = rans.new_decoder(words, lanes.shape[0])
 
             def decode(state):
-                state, flat = rans.decode_segment(state, words, _z_models(shape), *_z_coder(z_cdf))
+                state, flat = rans.decode_segment(
+                    state, words, _z_models(shape), *_z_coder(z_cdf), unroll=unroll
+                )
                 return state, flat.reshape(shape)
 
             state, z_symbols = jax.lax.cond(decoding, decode, lambda state: (state, z_symbols), state)
@@ -452,7 +464,7 @@ class Codec:
 
             def decode(state):
                 return rans.decode_segment(
-                    state, words, params, integer_cdf.mixture_cdf, integer_cdf.half_widths, count
+                    state, words, params, integer_cdf.mixture_cdf, integer_cdf.half_widths, count, unroll
                 )
 
             def from_y(state):
@@ -466,12 +478,12 @@ class Codec:
 
         def encode_y(state, symbols, params, count):
             return rans.encode_segment(
-                state, symbols, params, integer_cdf.mixture_cdf, integer_cdf.half_widths, count
+                state, symbols, params, integer_cdf.mixture_cdf, integer_cdf.half_widths, count, unroll
             )
 
         def encode_z(state, z_symbols, z_cdf):
             return rans.encode_segment(
-                state, z_symbols.reshape(-1), _z_models(z_symbols.shape), *_z_coder(z_cdf)
+                state, z_symbols.reshape(-1), _z_models(z_symbols.shape), *_z_coder(z_cdf), unroll=unroll
             )
 
         def stage_bits(params, symbols, count):

@@ -291,7 +291,8 @@ def stage_context(
 
     def of_stage(y_hat, s: int):
         """Stage `s`'s taps (`stage_taps`, the order of its kernel) by constant strided slices:
-        on a 2-core CPU 1.3x faster than the gather, compiled as fast (16 4x4 stages)."""
+        4x4's 16 context products alone 1.5x faster than by the gather on a 2-core CPU, and
+        compiled as fast."""
         tap_indices, is_context = stage_taps(plan, s)
         if not len(tap_indices):
             return no_context(y_hat)
