@@ -5,8 +5,9 @@ Compression", ICASSP 2023, arXiv:2302.09263, Sec. 2.2-2.3.
 
 One function, `stage_network_inputs`, computes the entropy-parameter network's
 input for the elements of **one** stage only: for every in-patch position of
-the stage it gathers the 25 window taps of all patches at once (rows
-`r0 + n u + dy`: a strided, polyphase read at a traced offset), zeroes the taps
+the stage it reads the 25 window taps of all patches at once (rows
+`r0 + n u + dy`: strided reads, a gather at a traced offset or, in a
+decoder's stage program, slices at constant offsets), zeroes the taps
 that are not context (the position's mask from `Schedule.context_kernel_mask`),
 and contracts them with the stage's 5x5 weights in one matrix product. Its cost
 is `1 / n^2` of a full-resolution pass per position, and the stage index is a
@@ -108,7 +109,7 @@ def stage_tap_counts(plan: StagePlan) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------
-# Strided (polyphase) reads and writes at traced offsets.
+# Strided (polyphase) reads and writes: at traced offsets, and at constant ones (`_strided_window`).
 # --------------------------------------------------------------------------
 
 
