@@ -14,6 +14,13 @@
 4. The same integer parameters give the same CDFs on the GPU and on the CPU.
 5. A file encoded on the GPU, decoded on the CPU (float networks on both:
    expected to fail until the integer entropy-parameter path exists).
+6. Where mscm4x4-paper's entropy decoding goes: the device's operations over
+   three warm decodes, by total time and calls per decode (`jax.profiler`),
+   to tell the coder loop's per-step kernels from each stage's fixed cost.
+7. The mscm4x4-paper row again in a new process under each of `XLA_VARIANTS`:
+   XLA's command buffers (CUDA graphs) for while loops and conditionals,
+   which would take the loop's per-step launches and its host round trip of
+   the loop condition off the critical path.
 
 `--small` runs the same code on tiny shapes (a check on a CPU-only machine).
 """
@@ -21,7 +28,13 @@
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
@@ -63,6 +76,63 @@ def _decode_row(codec: Codec, image: np.ndarray, repeats: int) -> dict:
     }  # fmt: skip
 
 
+# Extra XLA flags for the mscm4x4-paper row, each run in a new process (XLA reads them at start).
+XLA_VARIANTS = (
+    "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL "
+    "--xla_gpu_graph_min_graph_size=1",
+)
+
+
+def _profile_summary(codec: Codec, data: bytes, calls: int = 3, top: int = 25) -> list[str]:
+    """The operations of `calls` warm entropy decodes (`decode_latent`), by total time.
+
+    A device's planes when it has any (GPU kernels and copies), else the CPU
+    runtime's XLA threads; per operation: ms and calls per decode.
+    """
+    codec.decode_latent(data)
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir):
+            for _ in range(calls):
+                codec.decode_latent(data)
+        (path,) = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)
+        profile = jax.profiler.ProfileData.from_file(path)
+    planes = [p for p in profile.planes if p.name.startswith("/device:")]
+    on_device = bool(planes)
+    totals = collections.defaultdict(lambda: [0, 0])
+    for plane in planes or [p for p in profile.planes if p.name == "/host:CPU"]:
+        for line in plane.lines:
+            if not on_device and not line.name.startswith("tf_XLA"):
+                continue
+            for event in line.events:
+                if event.name.startswith("ThunkExecutor"):  # the CPU runtime's, around the operations
+                    continue
+                total = totals[f"{line.name}: {event.name}" if on_device else event.name]
+                total[0], total[1] = total[0] + 1, total[1] + event.duration_ns
+    busy = sum(ns for _, ns in totals.values()) / 1e6 / calls
+    lines = [f"{busy:.1f} ms of operations per decode ({sum(n for n, _ in totals.values()) / calls:.0f} "
+             f"events, {len(totals)} kinds) on {'the device' if on_device else 'the CPU'}"]  # fmt: skip
+    for name, (count, ns) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:top]:
+        lines.append(f"  {ns / 1e6 / calls:9.3f} ms {count / calls:8.0f} x  {name[:120]}")
+    return lines
+
+
+def _variant_row(flags: str, small: bool, repeats: int) -> dict | None:
+    """The mscm4x4-paper row in a new process with `flags` added to XLA_FLAGS; None if it failed."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, __file__, "--row-only", f"--repeats={repeats}", f"--out={out}/row.json"]
+        env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()}
+        try:
+            done = subprocess.run(command + ["--small"] * small, env=env, timeout=300, check=False)
+        except subprocess.TimeoutExpired:
+            print(f"XLA_FLAGS={flags}: no row after 300 s", flush=True)
+            return None
+        if done.returncode:
+            print(f"XLA_FLAGS={flags}: exit status {done.returncode}", flush=True)
+            return None
+        with open(f"{out}/row.json") as f:
+            return {**json.load(f)["rows"][0], "xla_flags": flags}
+
+
 def _print(row: dict) -> None:
     print(
         f"{row['schedule']:<14} {row.get('size', ''):>10} L={row['lanes']:<5} U={row['unroll']:<3} "
@@ -82,6 +152,7 @@ def main() -> None:
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--out", default="")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--row-only", action="store_true", help="only the mscm4x4-paper row (section 7)")
     args = parser.parse_args()
     channels, (h, w), (bh, bw) = (16, (64, 96), (128, 192)) if args.small else (192, (512, 768), (2160, 3840))
     photo = load_sample("astronaut")
@@ -98,6 +169,11 @@ def main() -> None:
         report["rows"].append(row)
         _print(row)
 
+    if args.row_only:
+        record(_decode_row(_codec("mscm4x4-paper", channels), image, args.repeats), f"{w}x{h}")
+        with open(args.out, "w") as f:
+            json.dump(report, f)
+        return
     for schedule in ("checkerboard", "mscm4x4-paper"):
         record(_decode_row(_codec(schedule, channels), image, args.repeats), f"{w}x{h}")
     for lanes in (256, 1024):
@@ -135,6 +211,15 @@ def main() -> None:
         outcome = f"fails: {e}"
     report["gpu_file_on_cpu"] = outcome
     print(f"512x768 file encoded on {jax.devices()[0].platform}, decoded on cpu: {outcome}", flush=True)
+
+    print(f"mscm4x4-paper {w}x{h}, entropy decoding (`decode_latent`), operations per decode:", flush=True)
+    report["profile_4x4"] = _profile_summary(encoder, data)
+    print("\n".join(report["profile_4x4"]), flush=True)
+    for flags in XLA_VARIANTS:
+        print(f"XLA_FLAGS={flags}, a new process:", flush=True)
+        row = _variant_row(flags, args.small, args.repeats)  # it prints its row
+        if row is not None:
+            report["rows"].append(row)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=1)
