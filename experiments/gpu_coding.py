@@ -98,7 +98,7 @@ def _profile_summary(codec: Codec, data: bytes, calls: int = 3, top: int = 25) -
         profile = jax.profiler.ProfileData.from_file(path)
     planes = [p for p in profile.planes if p.name.startswith("/device:")]
     on_device = bool(planes)
-    totals = collections.defaultdict(lambda: [0, 0])
+    totals = collections.defaultdict(lambda: [0, 0])  # (line, operation) -> [count, ns]
     for plane in planes or [p for p in profile.planes if p.name == "/host:CPU"]:
         for line in plane.lines:
             if not on_device and not line.name.startswith("tf_XLA"):
@@ -106,13 +106,15 @@ def _profile_summary(codec: Codec, data: bytes, calls: int = 3, top: int = 25) -
             for event in line.events:
                 if event.name.startswith("ThunkExecutor"):  # the CPU runtime's, around the operations
                     continue
-                total = totals[f"{line.name}: {event.name}" if on_device else event.name]
+                total = totals[line.name if on_device else "XLA's threads", event.name]
                 total[0], total[1] = total[0] + 1, total[1] + event.duration_ns
-    busy = sum(ns for _, ns in totals.values()) / 1e6 / calls
-    lines = [f"{busy:.1f} ms of operations per decode ({sum(n for n, _ in totals.values()) / calls:.0f} "
-             f"events, {len(totals)} kinds) on {'the device' if on_device else 'the CPU'}"]  # fmt: skip
-    for name, (count, ns) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:top]:
-        lines.append(f"  {ns / 1e6 / calls:9.3f} ms {count / calls:8.0f} x  {name[:120]}")
+    per_line = collections.defaultdict(lambda: [0, 0])  # a device's lines (streams, ops) overlap
+    for (line, _), (count, ns) in totals.items():
+        per_line[line][0], per_line[line][1] = per_line[line][0] + count, per_line[line][1] + ns
+    lines = [f"{line}: {ns / 1e6 / calls:.1f} ms, {count / calls:.0f} events per decode"
+             for line, (count, ns) in per_line.items()]  # fmt: skip
+    for (line, name), (count, ns) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:top]:
+        lines.append(f"  {ns / 1e6 / calls:9.3f} ms {count / calls:8.0f} x  {line}: {name[:100]}")
     return lines
 
 
