@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mscm_jax.coding import bitstream
+from mscm_jax.coding import bitstream, rans_kernel
+from mscm_jax.coding import codec as codec_module
 from mscm_jax.coding.codec import Codec
 from mscm_jax.coding.integer_cdf import CodingError
 from mscm_jax.coding.model_file import ModelFileError
@@ -95,6 +96,25 @@ def test_unrolled_coder_loops_write_and_read_the_same_bytes():
     np.testing.assert_array_equal(unrolled.decode_latent(result.data)[0], result.y_hat)
     with pytest.raises(ValueError, match="unroll must be a positive integer"):
         Codec(base.config, base.params, unroll=0)
+
+
+def test_the_decode_kernel_reads_the_same_latent(monkeypatch):
+    """y's stages decoded in one Pallas kernel each (`rans_kernel`; interpreted on a CPU)."""
+    base = codec_for("mscm4x4-paper")
+    result = base.compress(PHOTO)
+    traced, decode_segment = [], rans_kernel.decode_mixture_segment  # traced here, not loaded from disk
+
+    def kernel_decode(*args):
+        traced.append(args[2].shape)
+        return decode_segment(*args)
+
+    monkeypatch.setattr(codec_module, "artifact_path", lambda *args: None)
+    monkeypatch.setattr(codec_module.rans_kernel, "decode_mixture_segment", kernel_decode)
+    kernel = Codec(base.config, base.params, decode_kernel=True)
+    np.testing.assert_array_equal(kernel.decode_latent(result.data)[0], result.y_hat)
+    assert traced  # the stage program called the kernel
+    with pytest.raises(ValueError, match="decode_kernel must be True or False"):
+        Codec(base.config, base.params, decode_kernel="pallas")
 
 
 @pytest.mark.parametrize("schedule", ["checkerboard", "mscm4x4-paper"])

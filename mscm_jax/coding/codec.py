@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from mscm_jax.coding import bitstream, integer_cdf, integer_path, rans
+from mscm_jax.coding import bitstream, integer_cdf, integer_path, rans, rans_kernel
 from mscm_jax.files import write_atomically
 from mscm_jax.model.compression_model import CompressionModel, Mode, ModelConfig, model_fingerprint
 from mscm_jax.model.context import cached_stage_plan, read_stage, write_stage
@@ -167,6 +167,9 @@ def _source_digest() -> str:
     return digest.hexdigest()
 
 
+_TRITON_CALLS = [jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
+
+
 class _Compiled:
     """Programs compiled ahead of time per input shape; compile and run seconds counted apart.
 
@@ -206,7 +209,9 @@ class _Compiled:
             except Exception:  # a damaged or foreign artifact: trace again
                 exported = None
         if exported is None:
-            exported = jax.export.export(jax.jit(self._functions[name]))(*args)
+            # A GPU decoder's stage program calls a Triton kernel (`rans_kernel`): its custom call
+            # has no compatibility guarantee, and the artifact is keyed by jax's version anyway.
+            exported = jax.export.export(jax.jit(self._functions[name]), disabled_checks=_TRITON_CALLS)(*args)
             if path is not None:
                 data = exported.serialize()
                 write_atomically(path, lambda tmp: tmp.write_bytes(data))
@@ -310,6 +315,9 @@ class Codec:
     `unroll`): the same bits whatever the value; fewer iterations may pay
     where each costs a fixed launch, as on a GPU (`experiments/gpu_coding.py`
     compares); on a 2-core CPU 4 was slower than 1.
+    `decode_kernel`: each y stage decodes in one Pallas kernel
+    (`rans_kernel`, Triton on a GPU) instead of an XLA loop of many
+    operations per step; the same bits. Elsewhere it runs interpreted (slow).
     `integer`: the model's integer path (`integer_path.convert`); with it the
     entropy parameters are computed in integers and files decode on every
     backend (coder `bitstream.CODER_RANS_INTEGER`).
@@ -317,12 +325,16 @@ class Codec:
 
     def __init__(self, config: ModelConfig, params: Any, z_cdf: np.ndarray | None = None,
                  source: str = "", step: int | None = None, lanes: int | None = None,
-                 integer: integer_path.IntegerPath | None = None, unroll: int = 1):  # fmt: skip
+                 integer: integer_path.IntegerPath | None = None, unroll: int = 1,
+                 decode_kernel: bool = False):  # fmt: skip
         if not isinstance(unroll, int) or unroll < 1:
             raise ValueError(
                 f"unroll must be a positive integer (coder steps per loop iteration), got {unroll!r}"
             )
+        if not isinstance(decode_kernel, bool):
+            raise ValueError(f"decode_kernel must be True or False, got {decode_kernel!r}")
         self.config, self.source, self.step, self.lanes, self.unroll = config, source, step, lanes, unroll
+        self.decode_kernel = decode_kernel
         self.params = jax.device_put(params)
         self.model = CompressionModel(config)
         self.schedule = config.schedule_obj
@@ -347,7 +359,7 @@ class Codec:
         )
         self._hyper_variables = integer if integer is not None else self.params
         identity = json.dumps(config.to_dict(), sort_keys=True)  # programs depend on it, not on the weights
-        identity += f"|coder {self.coder}|int8 {self._int8}|unroll {unroll}"
+        identity += f"|coder {self.coder}|int8 {self._int8}|unroll {unroll}|kernel {decode_kernel}"
         self._compiled = _Compiled(
             self._functions(), {"encode_y": (0,), "encode_z": (0,), "stage_step": (2,)}, identity
         )
@@ -383,9 +395,8 @@ class Codec:
     def with_integer_path(self, images: list[np.ndarray]) -> Codec:
         """This model with its integer path, calibrated on `images` (uint8 (H, W, 3))."""
         path = integer_path.convert(self.model, self.params, [_as_rgb_uint8(i)[0] for i in images])
-        return Codec(
-            self.config, self.params, self.z_cdf, self.source, self.step, self.lanes, path, self.unroll
-        )
+        return Codec(self.config, self.params, self.z_cdf, self.source, self.step, self.lanes, path,
+                     self.unroll, self.decode_kernel)  # fmt: skip
 
     # -- compiled pieces ------------------------------------------------------
 
@@ -463,6 +474,8 @@ class Codec:
             centre = params[0].astype(jnp.float32) / (1 << integer_cdf.PARAM_BITS)
 
             def decode(state):
+                if self.decode_kernel:
+                    return rans_kernel.decode_mixture_segment(state, words, params, count)
                 return rans.decode_segment(
                     state, words, params, integer_cdf.mixture_cdf, integer_cdf.half_widths, count, unroll
                 )

@@ -32,6 +32,7 @@ import functools
 import hashlib
 import math
 import operator
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -257,9 +258,22 @@ def _log2_half_width(relative_means: jax.Array, log_scale: jax.Array) -> jax.Arr
 # --------------------------------------------------------------------------
 
 
-def standard_normal_cdf_fixed(t: jax.Array) -> jax.Array:
-    """Phi(t) in 2^-16 for t in 2^-12 (int32), by linear interpolation of `PHI_TABLE`."""
-    table = jnp.asarray(PHI_TABLE)
+class CdfTables(NamedTuple):
+    """The fixed-point tables `mixture_cdf` reads: arrays, or a Pallas kernel's refs of them."""
+
+    phi: Any
+    inv_scale: Any
+    max_distance: Any
+
+
+def cdf_tables() -> CdfTables:
+    """The tables as NumPy arrays (a kernel takes them as inputs; `jnp.asarray` them otherwise)."""
+    return CdfTables(PHI_TABLE, INV_SCALE_TABLE, MAX_DISTANCE_TABLE)
+
+
+def standard_normal_cdf_fixed(t: jax.Array, table: Any = None) -> jax.Array:
+    """Phi(t) in 2^-16 for t in 2^-12 (int32), by linear interpolation of `PHI_TABLE` (or `table`)."""
+    table = jnp.asarray(PHI_TABLE) if table is None else table
     u = jnp.clip(t + (PHI_RANGE << ARG_BITS), 0, 2 * PHI_RANGE << ARG_BITS)
     shift = ARG_BITS - PHI_STEP_BITS
     index, fraction = u >> shift, u & ((1 << shift) - 1)
@@ -277,25 +291,27 @@ def quantize_cdf(cdf: jax.Array, edge: jax.Array, num_bins: jax.Array) -> jax.Ar
     return jnp.where(edge <= 0, 0, jnp.where(edge >= num_bins, TOTAL, quantized))
 
 
-def mixture_cdf(params: jax.Array, edge: jax.Array) -> jax.Array:
+def mixture_cdf(params: jax.Array, edge: jax.Array, tables: CdfTables | None = None) -> jax.Array:
     """16-bit CDF at bin edge `edge` (0..B) of elements with integer parameters `params` (2 + 3K, ...).
 
     Edge j is the lower edge of bin j, i.e. of the offset `j - T`, at `j - T - 1/2`.
     Bounds (all int32): |distance| <= 8 scales <= 2^21 units, times 1/scale
     (<= 2^16 / 0.105) stays below 2^30; weights (sum 2^14) times Phi (<= 2^16)
-    sum to at most 2^30.
+    sum to at most 2^30. `params` may also be a sequence of its rows, and
+    `tables` a kernel's refs (`rans_kernel`); by default the module's tables.
     """
-    k = (params.shape[0] - 2) // 3
+    k = (len(params) - 2) // 3
+    if tables is None:
+        tables = CdfTables(*map(jnp.asarray, cdf_tables()))
     half_width = 1 << params[1]
     position = ((edge - half_width) << PARAM_BITS) - (1 << (PARAM_BITS - 1))
-    inv_scale, max_distance = jnp.asarray(INV_SCALE_TABLE), jnp.asarray(MAX_DISTANCE_TABLE)
     mass = jnp.zeros(edge.shape, jnp.int32)
     for c in range(k):
         log_scale = params[2 + k + c]
-        limit = max_distance[log_scale]
+        limit = tables.max_distance[log_scale]
         distance = jnp.clip(position - params[2 + c], -limit, limit)
-        t = (distance * inv_scale[log_scale]) >> (PARAM_BITS + INV_SCALE_BITS - ARG_BITS)
-        mass = mass + params[2 + 2 * k + c] * standard_normal_cdf_fixed(t)
+        t = (distance * tables.inv_scale[log_scale]) >> (PARAM_BITS + INV_SCALE_BITS - ARG_BITS)
+        mass = mass + params[2 + 2 * k + c] * standard_normal_cdf_fixed(t, tables.phi)
     return quantize_cdf(mass >> WEIGHT_BITS, edge, 2 * half_width + 1)
 
 

@@ -136,7 +136,10 @@ def _advance(state: DecoderState, words: jax.Array, slot: jax.Array, start: jax.
     x = jnp.where(active, x, state.x)
     need = active & (x < STATE_LOW)
     where = state.position + jnp.cumsum(need, dtype=jnp.int32) - need
-    word = words.at[where].get(mode="fill", fill_value=0)
+    # A clamped read, masked: the same words as a gather filling 0 past the end, and also
+    # what a Pallas kernel's ref can do (`rans_kernel`).
+    size = words.shape[0]
+    word = jnp.where(where < size, words[jnp.minimum(where, size - 1)], 0).astype(jnp.uint32)
     x = jnp.where(need, (x << WORD_BITS) | word, x)
     return state._replace(x=x, position=state.position + jnp.sum(need, dtype=jnp.int32))
 
@@ -233,21 +236,25 @@ def encode_segment(state: EncoderState, offsets: jax.Array, models: jax.Array, c
 SEARCH_WIDTH = 16  # CDF values per lane in the first round of the search
 
 
-def _search(model: jax.Array, half_width: jax.Array, slot: jax.Array, cdf_fn: CdfFn):
+FINE_WIDTH = -(-MAX_BINS // SEARCH_WIDTH) + 1  # s + 1 edges for the largest s
+
+
+def _search(model: jax.Array, half_width: jax.Array, slot: jax.Array, cdf_fn: CdfFn,
+            fine_width: int = FINE_WIDTH):  # fmt: skip
     """(bin, CDF at bin, CDF at bin + 1) with CDF(bin) <= slot < CDF(bin + 1), per lane.
 
     Two rounds of CDF values computed side by side instead of a binary
     search's eight one after another: every `s`-th edge (s = ceil(B / 16)),
     then the s + 1 edges of the segment found. Few, wide operations per step
     is what makes a sequential loop fast on a CPU (one dispatch per operation)
-    and on a GPU (one kernel launch per operation).
+    and on a GPU (one kernel launch per operation). A wider second round finds
+    the same bin (the edges past the segment's end lie above the slot).
     """
     num_bins = 2 * half_width + 1
     stride = (num_bins + SEARCH_WIDTH - 1) // SEARCH_WIDTH  # 1..9 for B <= 129
     coarse = jnp.arange(SEARCH_WIDTH)[:, None] * stride
     below = (coarse < num_bins) & (cdf_fn(model, coarse) <= slot)
     base = (jnp.sum(below, axis=0) - 1) * stride
-    fine_width = -(-MAX_BINS // SEARCH_WIDTH) + 1  # s + 1 edges for the largest s
     fine = base + jnp.arange(fine_width)[:, None]
     values = cdf_fn(model, fine)
     offset = jnp.sum((fine < num_bins) & (values <= slot), axis=0) - 1

@@ -1,0 +1,104 @@
+"""A segment's rANS decode loop as one Pallas kernel: the same bits as `rans.decode_segment`.
+
+`rans.decode_segment` is an XLA while loop whose every step is a few dozen
+operations; on a GPU each is a kernel launch, and a step cost about 16 us on
+an H200 whatever the lane count (docs/status.md). Here the whole loop, with
+`integer_cdf.mixture_cdf` computed in it, is one kernel (Triton on a GPU): a
+step is the arithmetic of its lanes, not launches. It decodes y's stages
+(mixture models); z keeps the XLA loop.
+
+The step is `rans`'s own functions (`_search`, `_advance`, `_decode_uniform`)
+applied to what the kernel loads: the models' rows one at a time and the
+tables as refs (`integer_cdf.CdfTables`), so that every array the kernel
+handles has a power-of-two size, as Triton requires (the lanes are a power
+of two; the second round of the search is 16 edges wide, not 10, which finds
+the same bin). Elsewhere than on a GPU it runs in Pallas' interpret mode
+(slow: for tests).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
+
+from mscm_jax.coding import integer_cdf, rans
+
+KERNEL_FINE_WIDTH = 16  # the search's second round, a power of two >= rans.FINE_WIDTH
+
+
+def decode_mixture_segment(
+    state: rans.DecoderState, words: jax.Array, models: jax.Array, count: jax.Array | int | None = None
+) -> tuple[rans.DecoderState, jax.Array]:
+    """`rans.decode_segment(state, words, models, integer_cdf.mixture_cdf, integer_cdf.half_widths, count)`.
+
+    One kernel on a GPU (Triton), Pallas' interpret mode on other backends.
+    """
+    size, lanes = models.shape[1], state.x.shape[0]
+    steps = -(-size // lanes)
+    if not steps:
+        return state, jnp.zeros((0,), jnp.int32)
+    count = jnp.asarray(size if count is None else count, jnp.int32).reshape(1)
+    models = rans._padded(models, steps, lanes)
+    operands = (state.x, state.position.reshape(1), count, words, models,
+                *map(jnp.asarray, integer_cdf.cdf_tables()))  # fmt: skip
+    on_gpu = functools.partial(_segment_call, steps=steps, lanes=lanes, interpret=False)
+    elsewhere = functools.partial(_segment_call, steps=steps, lanes=lanes, interpret=True)
+    x, position, out = jax.lax.platform_dependent(*operands, cuda=on_gpu, default=elsewhere)
+    return rans.DecoderState(x, position[0]), out[:size]
+
+
+def _segment_call(*operands, steps: int, lanes: int, interpret: bool):
+    out_shape = (
+        jax.ShapeDtypeStruct((lanes,), jnp.uint32),
+        jax.ShapeDtypeStruct((1,), jnp.int32),
+        jax.ShapeDtypeStruct((steps * lanes,), jnp.int32),
+    )
+    kernel = functools.partial(_decode_kernel, steps=steps, lanes=lanes)
+    params = None if interpret else pltriton.CompilerParams(num_warps=4)
+    return pl.pallas_call(kernel, out_shape=out_shape, interpret=interpret, compiler_params=params)(*operands)
+
+
+def _decode_kernel(x_ref, position_ref, count_ref, words_ref, models_ref, phi_ref, inv_scale_ref,
+                   max_distance_ref, x_out_ref, position_out_ref, out_ref, *, steps: int,
+                   lanes: int):  # fmt: skip
+    """The loop of `rans.decode_segment` over `steps` steps of `lanes` symbols, in one program."""
+    tables = integer_cdf.CdfTables(phi_ref, inv_scale_ref, max_distance_ref)
+    count = count_ref[0]
+
+    def cdf(model, edge):
+        return integer_cdf.mixture_cdf(model, edge, tables)
+
+    def step(i, state):
+        start = i * lanes
+        model = [models_ref[row, pl.ds(start, lanes)] for row in range(models_ref.shape[0])]
+        active = start + jnp.arange(lanes) < count
+        t = integer_cdf.half_widths(model)
+        slot = state.x & 0xFFFF
+        bins, low, high = rans._search(model, t, slot.astype(jnp.int32), cdf, KERNEL_FINE_WIDTH)
+        state = rans._advance(state, words_ref, slot, low, high - low, active)
+        escape = active & ((bins == 0) | (bins == 2 * t))
+
+        def decode_escapes(state):  # rans.decode_segment's, branched around as on a CPU
+            state, bits = rans._decode_uniform(state, words_ref, jnp.full_like(t, rans.LENGTH_BITS), escape)
+            low_width, high_width = rans._escape_parts(bits)
+            state, rest_low = rans._decode_uniform(state, words_ref, low_width, escape)
+            state, rest_high = rans._decode_uniform(state, words_ref, high_width, escape)
+            return state, (1 << bits) + (rest_high << 16) + rest_low - 1
+
+        any_escape = jnp.max(escape.astype(jnp.int32)) > 0  # Triton has no reduce_or
+        state, excess = jax.lax.cond(
+            any_escape, decode_escapes, lambda state: (state, jnp.zeros_like(t)), state
+        )
+        q = bins - t
+        q = jnp.where(escape, q + jnp.sign(q) * excess, q)
+        out_ref[pl.ds(start, lanes)] = jnp.where(active, q, 0)
+        return state
+
+    state = rans.DecoderState(x_ref[...], position_ref[0])
+    state = jax.lax.fori_loop(0, steps, step, state)
+    x_out_ref[...] = state.x
+    position_out_ref[0] = state.position
