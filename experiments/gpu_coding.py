@@ -21,6 +21,9 @@
    XLA's command buffers (CUDA graphs) for while loops and conditionals,
    which would take the loop's per-step launches and its host round trip of
    the loop condition off the critical path.
+8. mscm4x4-paper at 512x768 and 3840x2160 with each y stage decoded in one
+   Pallas (Triton) kernel (`Codec(decode_kernel=True)`, `rans_kernel`): the
+   whole loop in one launch. A failure there is printed and ends nothing.
 
 `--small` runs the same code on tiny shapes (a check on a CPU-only machine).
 """
@@ -49,14 +52,15 @@ from mscm_jax.tools.bench import _image_of_size, _spread_scales
 from mscm_jax.training.data import load_sample
 
 
-def _codec(schedule: str, channels: int, lanes: int | None = None, device=None, unroll: int = 1) -> Codec:
+def _codec(schedule: str, channels: int, lanes: int | None = None, device=None, unroll: int = 1,
+           decode_kernel: bool = False) -> Codec:  # fmt: skip
     config = ModelConfig(
         transform="cheng2020-attn", N=channels, M=channels, num_mixtures=3, schedule=schedule
     )
     with jax.default_device(device or jax.devices()[0]):
         _, params = init_model(config, jax.random.PRNGKey(0))
         params = _spread_scales(spread_latents(params, config.transform, 40.0), channels, 3, 0.2, 8.0)
-        return Codec(config, params, lanes=lanes, unroll=unroll)
+        return Codec(config, params, lanes=lanes, unroll=unroll, decode_kernel=decode_kernel)
 
 
 def _decode_row(codec: Codec, image: np.ndarray, repeats: int) -> dict:
@@ -67,7 +71,8 @@ def _decode_row(codec: Codec, image: np.ndarray, repeats: int) -> dict:
     runs = [codec.decompress(encoded.data).timings for _ in range(repeats)]
     median = lambda f: float(np.median([f(t) for t in runs]))  # noqa: E731
     return {
-        "schedule": codec.schedule.name, "lanes": encoded.lanes, "unroll": codec.unroll, "bpp": encoded.bpp,
+        "schedule": codec.schedule.name, "lanes": encoded.lanes, "unroll": codec.unroll,
+        "decode_kernel": codec.decode_kernel, "bpp": encoded.bpp,
         "payload_bytes": encoded.payload_bytes, "ideal_bytes": encoded.ideal_bits / 8,
         "flush_bytes": encoded.flush_bytes, "overhead": 8 * encoded.payload_bytes / encoded.ideal_bits - 1,
         "entropy_decoding_s": median(lambda t: t.entropy_coding), "hyper_s": median(lambda t: t.hyper),
@@ -138,6 +143,7 @@ def _variant_row(flags: str, small: bool, repeats: int) -> dict | None:
 def _print(row: dict) -> None:
     print(
         f"{row['schedule']:<14} {row.get('size', ''):>10} L={row['lanes']:<5} U={row['unroll']:<3} "
+        f"{'kernel ' if row.get('decode_kernel') else ''}"
         f"bpp {row['bpp']:.3f}  "
         f"entropy decoding {1e3 * row['entropy_decoding_s']:8.1f} ms "
         f"(hyper {1e3 * row['hyper_s']:.1f}, stages "
@@ -222,6 +228,15 @@ def main() -> None:
         row = _variant_row(flags, args.small, args.repeats)  # it prints its row
         if row is not None:
             report["rows"].append(row)
+
+    # y's stages decoded in one Pallas kernel each (Triton; `Codec(decode_kernel=True)`).
+    for size, picture, repeats in ((f"{w}x{h}", image, args.repeats), (f"{bw}x{bh}", big, 1)):
+        try:
+            kernel = _codec("mscm4x4-paper", channels, decode_kernel=True)
+            record(_decode_row(kernel, picture, repeats), size)
+        except Exception as e:  # a kernel that does not compile here must not end the run
+            print(f"decode kernel, {size}: failed: {type(e).__name__}: {str(e)[:2000]}", flush=True)
+            report.setdefault("kernel_errors", []).append(f"{size}: {type(e).__name__}: {e}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=1)
