@@ -1,4 +1,4 @@
-"""The Pallas decode kernel: the XLA loop's symbols and states, and a Triton program for GPUs."""
+"""The Pallas decode kernels: the XLA loop's symbols and states, and Triton programs for GPUs."""
 
 import functools
 
@@ -55,12 +55,45 @@ def test_the_kernel_decodes_the_xla_loops_symbols_and_states():
     assert int(state.position) == int(expected_state.position)
 
 
-def test_the_kernel_lowers_to_one_triton_program_for_gpus():
+def _tables(rng, channels=6, half_width=8):
+    """z's kind of models: per-channel CDF tables (N, 2T + 2), rows chosen per symbol."""
+    pmf = rng.dirichlet(np.full(2 * half_width + 1, 0.3), channels)
+    return jnp.asarray(integer_cdf.quantize_pmf(pmf)), half_width
+
+
+def _table_coder(cdfs, half_width):
+    return (lambda model, edge: integer_cdf.table_cdf(cdfs, model[0], edge),
+            lambda model: jnp.full(model.shape[1:], half_width, jnp.int32))  # fmt: skip
+
+
+def test_the_table_kernel_decodes_what_the_xla_encoder_wrote():
+    rng = np.random.default_rng(5)
+    (cdfs, half_width), size = _tables(rng), 45
+    rows = jnp.asarray(rng.integers(0, len(cdfs), (1, size)), jnp.int32)
+    offsets = rng.integers(-half_width, half_width + 1, size).astype(np.int32)
+    offsets[::11] = [40, -300, 9, -9, 2**20]  # escapes, beyond the tables
+    encoder = rans.new_encoder(LANES, rans.max_words(size))
+    state = rans.encode_segment(encoder, jnp.asarray(offsets), rows, *_table_coder(cdfs, half_width))
+    buffer, first = rans.flush(state)
+    words = buffer[int(first) :]
+    decode = jax.jit(rans_kernel.decode_table_segment, static_argnums=4)
+    state, decoded = decode(rans.new_decoder(words, LANES), words, rows, cdfs, half_width)
+    np.testing.assert_array_equal(np.asarray(decoded), offsets)
+    assert bool(rans.decoder_finished(state, words))
+
+
+def test_the_kernels_lower_to_one_triton_program_each_for_gpus():
     """Triton's rules (power-of-two arrays, the operations it lowers) are checked here, without a GPU."""
     params, words = jnp.asarray(_stream()[1][1][0]), jnp.zeros(256, jnp.uint32)  # 32 lanes, as the codec's
-    decode = jax.jit(lambda state, words, params: rans_kernel.decode_mixture_segment(state, words, params))
+    cdfs, half_width = _tables(np.random.default_rng(0))
+    rows = jnp.zeros((1, 100), jnp.int32)
+
+    def decode(state, words, params, rows, cdfs):
+        state, y = rans_kernel.decode_mixture_segment(state, words, params)
+        return rans_kernel.decode_table_segment(state, words, rows, cdfs, half_width), y
+
     exported = jax.export.export(
-        decode, platforms=["cuda"],
+        jax.jit(decode), platforms=["cuda"],
         disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
-    )(rans.new_decoder(words, 32), words, params)  # fmt: skip
-    assert exported.mlir_module().count("custom_call @__gpu$xla.gpu.triton") == 1
+    )(rans.new_decoder(words, 32), words, params, rows, cdfs)  # fmt: skip
+    assert exported.mlir_module().count("custom_call @__gpu$xla.gpu.triton") == 2

@@ -315,7 +315,7 @@ class Codec:
     `unroll`): the same bits whatever the value; fewer iterations may pay
     where each costs a fixed launch, as on a GPU (`experiments/gpu_coding.py`
     compares); on a 2-core CPU 4 was slower than 1.
-    `decode_kernel`: each y stage decodes in one Pallas kernel
+    `decode_kernel`: z and each y stage decode in one Pallas kernel
     (`rans_kernel`, Triton on a GPU) instead of an XLA loop of many
     operations per step; the same bits. Elsewhere it runs interpreted (slow).
     `integer`: the model's integer path (`integer_path.convert`); with it the
@@ -438,9 +438,14 @@ class Codec:
             state = rans.new_decoder(words, lanes.shape[0])
 
             def decode(state):
-                state, flat = rans.decode_segment(
-                    state, words, _z_models(shape), *_z_coder(z_cdf), unroll=unroll
-                )
+                if self.decode_kernel:
+                    state, flat = rans_kernel.decode_table_segment(
+                        state, words, _z_models(shape), z_cdf, _z_half_width(z_cdf)
+                    )
+                else:
+                    state, flat = rans.decode_segment(
+                        state, words, _z_models(shape), *_z_coder(z_cdf), unroll=unroll
+                    )
                 return state, flat.reshape(shape)
 
             state, z_symbols = jax.lax.cond(decoding, decode, lambda state: (state, z_symbols), state)

@@ -3,17 +3,17 @@
 `rans.decode_segment` is an XLA while loop whose every step is a few dozen
 operations; on a GPU each is a kernel launch, and a step cost about 16 us on
 an H200 whatever the lane count (docs/status.md). Here the whole loop, with
-`integer_cdf.mixture_cdf` computed in it, is one kernel (Triton on a GPU): a
-step is the arithmetic of its lanes, not launches. It decodes y's stages
-(mixture models); z keeps the XLA loop.
+the CDFs computed in it, is one kernel (Triton on a GPU): a step is the
+arithmetic of its lanes, not launches. `decode_mixture_segment` decodes y's
+stages (`integer_cdf.mixture_cdf`), `decode_table_segment` z
+(`integer_cdf.table_cdf`).
 
 The step is `rans`'s own functions (`_search`, `_advance`, `_decode_uniform`)
 applied to what the kernel loads: the models' rows one at a time and the
-tables as refs (`integer_cdf.CdfTables`), so that every array the kernel
-handles has a power-of-two size, as Triton requires (the lanes are a power
-of two; the second round of the search is 16 edges wide, not 10, which finds
-the same bin). Elsewhere than on a GPU it runs in Pallas' interpret mode
-(slow: for tests).
+tables as refs, so that every array the kernel handles has a power-of-two
+size, as Triton requires (the lanes are a power of two; the second round of
+the search is 16 edges wide, not 10, which finds the same bin). Elsewhere
+than on a GPU it runs in Pallas' interpret mode (slow: for tests).
 """
 
 from __future__ import annotations
@@ -35,50 +35,79 @@ def decode_mixture_segment(
 ) -> tuple[rans.DecoderState, jax.Array]:
     """`rans.decode_segment(state, words, models, integer_cdf.mixture_cdf, integer_cdf.half_widths, count)`.
 
+    y's symbols: each column of `models` (2 + 3K, E) one element's mixture.
     One kernel on a GPU (Triton), Pallas' interpret mode on other backends.
     """
+
+    def cdf(model, edge, tables):
+        return integer_cdf.mixture_cdf(model, edge, integer_cdf.CdfTables(*tables))
+
+    tables = tuple(map(jnp.asarray, integer_cdf.cdf_tables()))
+    return _decode(state, words, models, count, tables, cdf, integer_cdf.half_widths)
+
+
+def decode_table_segment(
+    state: rans.DecoderState, words: jax.Array, rows: jax.Array, cdfs: jax.Array, half_width: int,
+    count: jax.Array | int | None = None,
+) -> tuple[rans.DecoderState, jax.Array]:  # fmt: skip
+    """The same for symbols of fixed tables (z): symbol i's CDF is row `rows[0, i]` of `cdfs` (N, 2T + 2).
+
+    `rans.decode_segment` with `integer_cdf.table_cdf` and the half-width `half_width` (T) of every row.
+    """
+
+    def cdf(model, edge, tables):
+        return integer_cdf.table_cdf(tables[0], jnp.broadcast_to(model[0], edge.shape), edge)
+
+    def half_widths(model):
+        return jnp.full(model[0].shape, half_width, jnp.int32)
+
+    return _decode(state, words, rows, count, (cdfs,), cdf, half_widths)
+
+
+def _decode(state, words, models, count, tables, cdf, half_widths):
+    """The segment's decode loop, `cdf(model rows, edges, table refs)`, as one kernel."""
     size, lanes = models.shape[1], state.x.shape[0]
     steps = -(-size // lanes)
     if not steps:
         return state, jnp.zeros((0,), jnp.int32)
     count = jnp.asarray(size if count is None else count, jnp.int32).reshape(1)
     models = rans._padded(models, steps, lanes)
-    operands = (state.x, state.position.reshape(1), count, words, models,
-                *map(jnp.asarray, integer_cdf.cdf_tables()))  # fmt: skip
-    on_gpu = functools.partial(_segment_call, steps=steps, lanes=lanes, interpret=False)
-    elsewhere = functools.partial(_segment_call, steps=steps, lanes=lanes, interpret=True)
+    operands = (state.x, state.position.reshape(1), count, words, models, *tables)
+    call = functools.partial(_segment_call, steps=steps, lanes=lanes, cdf=cdf, half_widths=half_widths)
+    on_gpu, elsewhere = functools.partial(call, interpret=False), functools.partial(call, interpret=True)
     x, position, out = jax.lax.platform_dependent(*operands, cuda=on_gpu, default=elsewhere)
     return rans.DecoderState(x, position[0]), out[:size]
 
 
-def _segment_call(*operands, steps: int, lanes: int, interpret: bool):
+def _segment_call(*operands, steps: int, lanes: int, cdf, half_widths, interpret: bool):
     out_shape = (
         jax.ShapeDtypeStruct((lanes,), jnp.uint32),
         jax.ShapeDtypeStruct((1,), jnp.int32),
         jax.ShapeDtypeStruct((steps * lanes,), jnp.int32),
     )
-    kernel = functools.partial(_decode_kernel, steps=steps, lanes=lanes)
+    kernel = functools.partial(_decode_kernel, steps=steps, lanes=lanes, cdf=cdf, half_widths=half_widths)
     params = None if interpret else pltriton.CompilerParams(num_warps=4)
     return pl.pallas_call(kernel, out_shape=out_shape, interpret=interpret, compiler_params=params)(*operands)
 
 
-def _decode_kernel(x_ref, position_ref, count_ref, words_ref, models_ref, phi_ref, inv_scale_ref,
-                   max_distance_ref, x_out_ref, position_out_ref, out_ref, *, steps: int,
-                   lanes: int):  # fmt: skip
-    """The loop of `rans.decode_segment` over `steps` steps of `lanes` symbols, in one program."""
-    tables = integer_cdf.CdfTables(phi_ref, inv_scale_ref, max_distance_ref)
-    count = count_ref[0]
+def _decode_kernel(x_ref, position_ref, count_ref, words_ref, models_ref, *refs, steps: int, lanes: int,
+                   cdf, half_widths):  # fmt: skip
+    """The loop of `rans.decode_segment` over `steps` steps of `lanes` symbols, in one program.
 
-    def cdf(model, edge):
-        return integer_cdf.mixture_cdf(model, edge, tables)
+    `refs`: the tables `cdf` reads, then the outputs (lane states, stream position, symbols).
+    """
+    *tables, x_out_ref, position_out_ref, out_ref = refs
+    count = count_ref[0]
 
     def step(i, state):
         start = i * lanes
         model = [models_ref[row, pl.ds(start, lanes)] for row in range(models_ref.shape[0])]
         active = start + jnp.arange(lanes) < count
-        t = integer_cdf.half_widths(model)
+        t = half_widths(model)
         slot = state.x & 0xFFFF
-        bins, low, high = rans._search(model, t, slot.astype(jnp.int32), cdf, KERNEL_FINE_WIDTH)
+        bins, low, high = rans._search(
+            model, t, slot.astype(jnp.int32), lambda m, e: cdf(m, e, tables), KERNEL_FINE_WIDTH
+        )
         state = rans._advance(state, words_ref, slot, low, high - low, active)
         escape = active & ((bins == 0) | (bins == 2 * t))
 
