@@ -21,9 +21,10 @@
    XLA's command buffers (CUDA graphs) for while loops and conditionals,
    which would take the loop's per-step launches and its host round trip of
    the loop condition off the critical path.
-8. mscm4x4-paper at 512x768 and 3840x2160 with each y stage decoded in one
-   Pallas (Triton) kernel (`Codec(decode_kernel=True)`, `rans_kernel`): the
-   whole loop in one launch. A failure there is printed and ends nothing.
+8. mscm4x4-paper at 512x768 (32 and 256 lanes) and 3840x2160 with z and
+   each y stage decoded in one Pallas (Triton) kernel
+   (`Codec(decode_kernel=True)`, `rans_kernel`): a whole loop in one launch.
+   A failure there is printed and ends nothing.
 
 `--small` runs the same code on tiny shapes (a check on a CPU-only machine).
 """
@@ -230,9 +231,11 @@ def main() -> None:
             report["rows"].append(row)
 
     # y's stages decoded in one Pallas kernel each (Triton; `Codec(decode_kernel=True)`).
-    for size, picture, repeats in ((f"{w}x{h}", image, args.repeats), (f"{bw}x{bh}", big, 1)):
+    kernel_rows = ((f"{w}x{h}", image, None, args.repeats), (f"{w}x{h}", image, 256, args.repeats),
+                   (f"{bw}x{bh}", big, None, 1))  # fmt: skip
+    for size, picture, lanes, repeats in kernel_rows:
         try:
-            kernel = _codec("mscm4x4-paper", channels, decode_kernel=True)
+            kernel = _codec("mscm4x4-paper", channels, lanes, decode_kernel=True)
             record(_decode_row(kernel, picture, repeats), size)
         except Exception as e:  # a kernel that does not compile here must not end the run
             print(f"decode kernel, {size}: failed: {type(e).__name__}: {str(e)[:2000]}", flush=True)
