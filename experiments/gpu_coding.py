@@ -6,26 +6,27 @@
    CDFs and rANS decoding, on the device) of a 512x768 image per schedule,
    cheng2020-attn N = M = 192, K = 3, random weights with latents and scales
    spread as `python -m mscm_jax.tools.bench coding --scale-spread 0.2 8` spreads them.
-2. mscm4x4-paper at 512x768 with more rANS lanes: decode time against the
-   payload's overhead over the ideal (flush bytes), the trade-off that picks L;
-   then with several coder steps per loop iteration (`Codec(unroll=...)`, the
-   same bytes), which saves the loop's per-iteration cost instead.
-3. mscm4x4-paper at 3840x2160.
-4. The same integer parameters give the same CDFs on the GPU and on the CPU.
-5. A file encoded on the GPU, decoded on the CPU (float networks on both:
-   expected to fail until the integer entropy-parameter path exists).
-6. Where mscm4x4-paper's entropy decoding goes: the device's operations over
-   three warm decodes, by total time and calls per decode (`jax.profiler`),
-   to tell the coder loop's per-step kernels from each stage's fixed cost.
-7. The mscm4x4-paper row again in a new process under each of `XLA_VARIANTS`:
-   XLA's command buffers (CUDA graphs) for while loops and conditionals,
-   which would take the loop's per-step launches and its host round trip of
-   the loop condition off the critical path.
-8. mscm4x4-paper at 512x768 (32 and 256 lanes) and 3840x2160 with z and
+2. mscm4x4-paper at 512x768 (32 and 256 lanes) and 3840x2160 with z and
    each y stage decoded in one Pallas (Triton) kernel
    (`Codec(decode_kernel=True)`, `rans_kernel`): a whole loop in one launch.
    A failure there is printed and ends nothing.
+3. mscm4x4-paper at 3840x2160 with the XLA loops.
+4. The same integer parameters give the same CDFs on the GPU and on the CPU.
+5. A file encoded on the GPU, decoded on the CPU (float networks on both:
+   expected to fail; the integer path's files are `gpu_cross_device.py`'s).
+6. Where mscm4x4-paper's entropy decoding goes: the device's operations over
+   three warm decodes, by total time and calls per decode (`jax.profiler`),
+   to tell the coder loop's per-step kernels from each stage's fixed cost.
+7. mscm4x4-paper at 512x768 with more rANS lanes: decode time against the
+   payload's overhead over the ideal (flush bytes), the trade-off that picks L;
+   then with several coder steps per loop iteration (`Codec(unroll=...)`, the
+   same bytes), which saves the loop's per-iteration cost instead.
+8. The mscm4x4-paper row again in a new process under each of `XLA_VARIANTS`:
+   XLA's command buffers (CUDA graphs) for while loops and conditionals,
+   which would take the loop's per-step launches and its host round trip of
+   the loop condition off the critical path.
 
+The most telling rows come first, so that a run cut short keeps them.
 `--small` runs the same code on tiny shapes (a check on a CPU-only machine).
 """
 
@@ -173,23 +174,33 @@ def main() -> None:
     )
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "rows": []}
 
+    def save():  # after every row, so that a run cut short keeps what it measured
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(report, f, indent=1)
+
     def record(row, size):
         row["size"] = size
         report["rows"].append(row)
         _print(row)
+        save()
 
     if args.row_only:
         record(_decode_row(_codec("mscm4x4-paper", channels), image, args.repeats), f"{w}x{h}")
-        with open(args.out, "w") as f:
-            json.dump(report, f)
         return
     for schedule in ("checkerboard", "mscm4x4-paper"):
         record(_decode_row(_codec(schedule, channels), image, args.repeats), f"{w}x{h}")
-    for lanes in (256, 1024):
-        record(_decode_row(_codec("mscm4x4-paper", channels, lanes), image, args.repeats), f"{w}x{h}")
-    for unroll in (4, 8):
-        codec = _codec("mscm4x4-paper", channels, unroll=unroll)
-        record(_decode_row(codec, image, args.repeats), f"{w}x{h}")
+    # z and y's stages decoded in one Pallas kernel each (Triton; `Codec(decode_kernel=True)`): first,
+    # so that a run cut short still has them.
+    kernel_rows = ((f"{w}x{h}", image, None, args.repeats), (f"{w}x{h}", image, 256, args.repeats),
+                   (f"{bw}x{bh}", big, None, 1))  # fmt: skip
+    for size, picture, lanes, repeats in kernel_rows:
+        try:
+            kernel = _codec("mscm4x4-paper", channels, lanes, decode_kernel=True)
+            record(_decode_row(kernel, picture, repeats), size)
+        except Exception as e:  # a kernel that does not compile here must not end the run
+            print(f"decode kernel, {size}: failed: {type(e).__name__}: {str(e)[:2000]}", flush=True)
+            report.setdefault("kernel_errors", []).append(f"{size}: {type(e).__name__}: {e}")
     record(_decode_row(_codec("mscm4x4-paper", channels), big, max(args.repeats // 2, 1)), f"{bw}x{bh}")
 
     # Integer CDFs: the same parameters on this device and on the CPU.
@@ -224,25 +235,18 @@ def main() -> None:
     print(f"mscm4x4-paper {w}x{h}, entropy decoding (`decode_latent`), operations per decode:", flush=True)
     report["profile_4x4"] = _profile_summary(encoder, data)
     print("\n".join(report["profile_4x4"]), flush=True)
+    for lanes in (256, 1024):
+        record(_decode_row(_codec("mscm4x4-paper", channels, lanes), image, args.repeats), f"{w}x{h}")
+    for unroll in (4, 8):
+        codec = _codec("mscm4x4-paper", channels, unroll=unroll)
+        record(_decode_row(codec, image, args.repeats), f"{w}x{h}")
     for flags in XLA_VARIANTS:
         print(f"XLA_FLAGS={flags}, a new process:", flush=True)
         row = _variant_row(flags, args.small, args.repeats)  # it prints its row
         if row is not None:
             report["rows"].append(row)
 
-    # y's stages decoded in one Pallas kernel each (Triton; `Codec(decode_kernel=True)`).
-    kernel_rows = ((f"{w}x{h}", image, None, args.repeats), (f"{w}x{h}", image, 256, args.repeats),
-                   (f"{bw}x{bh}", big, None, 1))  # fmt: skip
-    for size, picture, lanes, repeats in kernel_rows:
-        try:
-            kernel = _codec("mscm4x4-paper", channels, lanes, decode_kernel=True)
-            record(_decode_row(kernel, picture, repeats), size)
-        except Exception as e:  # a kernel that does not compile here must not end the run
-            print(f"decode kernel, {size}: failed: {type(e).__name__}: {str(e)[:2000]}", flush=True)
-            report.setdefault("kernel_errors", []).append(f"{size}: {type(e).__name__}: {e}")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1)
+    save()
 
 
 if __name__ == "__main__":
