@@ -62,6 +62,7 @@ def _tables(rng, channels=6, half_width=8):
 
 
 def _table_coder(cdfs, half_width):
+    """The XLA coder's (cdf_fn, half_width_fn) with the tables' known T, not one derived from them."""
     return (lambda model, edge: integer_cdf.table_cdf(cdfs, model[0], edge),
             lambda model: jnp.full(model.shape[1:], half_width, jnp.int32))  # fmt: skip
 
@@ -76,8 +77,8 @@ def test_the_table_kernel_decodes_what_the_xla_encoder_wrote():
     state = rans.encode_segment(encoder, jnp.asarray(offsets), rows, *_table_coder(cdfs, half_width))
     buffer, first = rans.flush(state)
     words = buffer[int(first) :]
-    decode = jax.jit(rans_kernel.decode_table_segment, static_argnums=4)
-    state, decoded = decode(rans.new_decoder(words, LANES), words, rows, cdfs, half_width)
+    decode = jax.jit(rans_kernel.decode_table_segment)
+    state, decoded = decode(rans.new_decoder(words, LANES), words, rows, cdfs)
     np.testing.assert_array_equal(np.asarray(decoded), offsets)
     assert bool(rans.decoder_finished(state, words))
 
@@ -85,12 +86,12 @@ def test_the_table_kernel_decodes_what_the_xla_encoder_wrote():
 def test_the_kernels_lower_to_one_triton_program_each_for_gpus():
     """Triton's rules (power-of-two arrays, the operations it lowers) are checked here, without a GPU."""
     params, words = jnp.asarray(_stream()[1][1][0]), jnp.zeros(256, jnp.uint32)  # 32 lanes, as the codec's
-    cdfs, half_width = _tables(np.random.default_rng(0))
+    cdfs, _ = _tables(np.random.default_rng(0))
     rows = jnp.zeros((1, 100), jnp.int32)
 
     def decode(state, words, params, rows, cdfs):
         state, y = rans_kernel.decode_mixture_segment(state, words, params)
-        return rans_kernel.decode_table_segment(state, words, rows, cdfs, half_width), y
+        return rans_kernel.decode_table_segment(state, words, rows, cdfs), y
 
     exported = jax.export.export(
         jax.jit(decode), platforms=["cuda"],

@@ -283,10 +283,6 @@ def z_cdf_tables(model: CompressionModel, params: Any) -> np.ndarray:
     return integer_cdf.quantize_pmf(np.asarray(pmf))
 
 
-def _z_half_width(z_cdf: jax.Array) -> int:
-    return (z_cdf.shape[1] - 2) // 2
-
-
 # --------------------------------------------------------------------------
 # The codec.
 # --------------------------------------------------------------------------
@@ -439,9 +435,7 @@ class Codec:
 
             def decode(state):
                 if self.decode_kernel:
-                    state, flat = rans_kernel.decode_table_segment(
-                        state, words, _z_models(shape), z_cdf, _z_half_width(z_cdf)
-                    )
+                    state, flat = rans_kernel.decode_table_segment(state, words, _z_models(shape), z_cdf)
                 else:
                     state, flat = rans.decode_segment(
                         state, words, _z_models(shape), *_z_coder(z_cdf), unroll=unroll
@@ -802,7 +796,7 @@ def _z_models(shape: tuple[int, ...]) -> jax.Array:
 
 def _z_coder(z_cdf: jax.Array):
     """(cdf_fn, half_width_fn) of the per-channel tables."""
-    half_width = _z_half_width(z_cdf)
+    half_width = integer_cdf.table_half_width(z_cdf)
     return (lambda model, edge: integer_cdf.table_cdf(z_cdf, model[0], edge),
             lambda model: jnp.full(model.shape[1:], half_width, jnp.int32))  # fmt: skip
 

@@ -339,6 +339,11 @@ def quantize_pmf(pmf: np.ndarray) -> np.ndarray:
     return out.astype(np.int32)
 
 
+def table_half_width(tables: Any) -> int:
+    """T of CDF tables (N, 2T + 2): rows of 2T + 1 bins, offsets -T..T."""
+    return (tables.shape[1] - 2) // 2
+
+
 def table_cdf(tables: jax.Array, row: jax.Array, edge: jax.Array) -> jax.Array:
     """CDF values `tables[row, edge]` (edges beyond the table read 2^16)."""
     return jnp.where(edge >= tables.shape[1], TOTAL, tables[row, jnp.minimum(edge, tables.shape[1] - 1)])

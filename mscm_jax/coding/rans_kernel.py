@@ -47,13 +47,15 @@ def decode_mixture_segment(
 
 
 def decode_table_segment(
-    state: rans.DecoderState, words: jax.Array, rows: jax.Array, cdfs: jax.Array, half_width: int,
+    state: rans.DecoderState, words: jax.Array, rows: jax.Array, cdfs: jax.Array,
     count: jax.Array | int | None = None,
 ) -> tuple[rans.DecoderState, jax.Array]:  # fmt: skip
     """The same for symbols of fixed tables (z): symbol i's CDF is row `rows[0, i]` of `cdfs` (N, 2T + 2).
 
-    `rans.decode_segment` with `integer_cdf.table_cdf` and the half-width `half_width` (T) of every row.
+    `rans.decode_segment` with `integer_cdf.table_cdf`, every row's half-width T
+    (`integer_cdf.table_half_width`).
     """
+    half_width = integer_cdf.table_half_width(cdfs)
 
     def cdf(model, edge, tables):
         return integer_cdf.table_cdf(tables[0], jnp.broadcast_to(model[0], edge.shape), edge)
