@@ -1,9 +1,10 @@
-"""Subprocess of test_integer_path's cross-ISA tests: encode or decode every (model, photo) pair.
+"""Subprocess of test_integer_path's cross-ISA tests: one instruction set's side of the exchange.
 
-    python integer_worker.py encode|decode ROOT ISA MODELS_JSON PHOTOS_JSON
+    python integer_worker.py ROOT ISA OTHER MODELS_JSON PHOTOS_JSON
 
-encode writes ROOT/{model}-{photo}.{isa}.mscm and .npz (y_hat, decoded image);
-decode reads the other ISA's files and writes ROOT/{model}-{photo}.{other}-by-{isa}.npz.
+For every (model, photo) pair it encodes the photo's crop to ROOT/{model}-{photo}.{ISA}.mscm
+and .npz (y_hat, decoded image), then decodes the OTHER instruction set's file to
+ROOT/{model}-{photo}.{OTHER}-by-{ISA}.npz. The test process is the other side.
 """
 
 import json
@@ -15,23 +16,29 @@ import numpy as np
 from mscm_jax.coding.codec import Codec, enable_compilation_cache
 from mscm_jax.training.data import load_sample
 
+CROP = (slice(0, 100), slice(0, 140))  # test_integer_path.PHOTO's
 
-def main(mode: str, root: str, isa: str, models: str, photos: str) -> None:
+
+def encode(codec: Codec, photo: str, stem: Path, isa: str) -> None:
+    result = codec.compress(load_sample(photo)[CROP])
+    Path(f"{stem}.{isa}.mscm").write_bytes(result.data)
+    decoded = codec.decompress(result.data)
+    np.savez(f"{stem}.{isa}.npz", y_hat=result.y_hat, image=decoded.image)
+
+
+def decode(codec: Codec, stem: Path, isa: str, other: str) -> None:
+    decoded = codec.decompress(Path(f"{stem}.{other}.mscm").read_bytes())
+    np.savez(f"{stem}.{other}-by-{isa}.npz", y_hat=decoded.y_hat, image=decoded.image)
+
+
+def main(root: str, isa: str, other: str, models: str, photos: str) -> None:
     enable_compilation_cache()
-    root = Path(root)
-    other = {"default": "sse4_2", "sse4_2": "default"}[isa]
     for model in json.loads(models):
         codec = Codec.load(model)
         for photo in json.loads(photos):
-            stem = root / f"{Path(model).stem}-{photo}"
-            if mode == "encode":
-                result = codec.compress(load_sample(photo)[:160, :224])
-                Path(f"{stem}.{isa}.mscm").write_bytes(result.data)
-                decoded = codec.decompress(result.data)
-                np.savez(f"{stem}.{isa}.npz", y_hat=result.y_hat, image=decoded.image)
-            else:
-                decoded = codec.decompress(Path(f"{stem}.{other}.mscm").read_bytes())
-                np.savez(f"{stem}.{other}-by-{isa}.npz", y_hat=decoded.y_hat, image=decoded.image)
+            stem = Path(root) / f"{Path(model).stem}-{photo}"
+            encode(codec, photo, stem, isa)
+            decode(codec, stem, isa, other)
 
 
 if __name__ == "__main__":

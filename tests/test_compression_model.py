@@ -205,7 +205,7 @@ def test_cheng2020_shapes_and_bfloat16_transforms():
     )
     model = CompressionModel(config)
     x = _image(shape=(40, 70), batch=1)
-    params = jax.jit(lambda k, x: model.init({"params": k, "noise": k}, x, "train"))(jax.random.PRNGKey(0), x)
+    params = init_params(model, jax.random.PRNGKey(0))
     result = jax.jit(lambda p, x: model.apply(p, x, "train", rngs={"noise": jax.random.PRNGKey(1)}))(
         params, x
     )

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import integer_worker
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,6 +28,7 @@ WORKER = Path(__file__).parent / "integer_worker.py"
 
 
 @functools.cache
+@functools.cache  # one Codec, compiled once, per configuration for the whole module
 def integer_codec(schedule: str = "mscm4x4-paper", transform: str = "cheng2020-attn", rounding: str = "y",
                   mixtures: int = 3) -> Codec:  # fmt: skip
     config = ModelConfig(transform=transform, N=8, M=8, num_mixtures=mixtures, schedule=schedule,
@@ -260,38 +262,39 @@ def test_an_integer_path_that_could_overflow_is_refused(tmp_path):
 # Portable files: encoded with one instruction set, decoded with another.
 # --------------------------------------------------------------------------
 
-ISAS = {"default": "", "sse4_2": "--xla_cpu_max_isa=SSE4_2"}
-
-
-def _worker(isa: str, mode: str, root: Path, models: list[str], photos: list[str], cache: Path):
-    env = dict(os.environ, MSCM_JAX_CACHE_DIR=str(cache / isa), XLA_FLAGS=ISAS[isa])
-    run = subprocess.run(
-        [sys.executable, str(WORKER), mode, str(root), isa, json.dumps(models), json.dumps(photos)],
-        capture_output=True, text=True, timeout=1800, env=env,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
-    return run.stdout
+OTHER_ISA = "--xla_cpu_max_isa=SSE4_2"
 
 
 def _cross_isa(tmp_path, codecs: dict[str, Codec], photos: list[str]):
-    """Encodes under each ISA, decodes under the other; the same y_hat, pixels within one level."""
-    models = []
-    for name, codec in codecs.items():
-        codec.export(tmp_path / f"{name}.mscm-model")
-        models.append(str(tmp_path / f"{name}.mscm-model"))
-    for mode in ("encode", "decode"):
-        for isa in ISAS:
-            _worker(isa, mode, tmp_path, models, photos, tmp_path / "cache")
-    for model in models:
-        for photo in photos:
-            stem = tmp_path / f"{Path(model).stem}-{photo}"
-            # Either ISA encodes to the same bytes, and each decodes the other's to the same latent.
-            assert Path(f"{stem}.default.mscm").read_bytes() == Path(f"{stem}.sse4_2.mscm").read_bytes()
-            for encoder, decoder in (("default", "sse4_2"), ("sse4_2", "default")):
-                encoded = np.load(f"{stem}.{encoder}.npz")
-                decoded = np.load(f"{stem}.{encoder}-by-{decoder}.npz")
-                np.testing.assert_array_equal(decoded["y_hat"], encoded["y_hat"])
-                assert np.abs(decoded["image"].astype(int) - encoded["image"].astype(int)).max() <= 1
+    """Encodes under each ISA, decodes under the other; the same bytes, y_hat, pixels within one level.
+
+    This process is the default ISA's side, with the codecs given (compiled
+    by earlier tests, at PHOTO's size); one subprocess, limited to SSE4.2,
+    loads their model files, encodes its own files and then decodes this side's.
+    """
+    models = [str(tmp_path / f"{name}.mscm-model") for name in codecs]
+    for model, codec in zip(models, codecs.values(), strict=True):
+        codec.export(model)
+    pairs = [(codec, tmp_path / f"{Path(model).stem}-{photo}", photo)
+             for model, codec in zip(models, codecs.values(), strict=True) for photo in photos]  # fmt: skip
+    for codec, stem, photo in pairs:
+        integer_worker.encode(codec, photo, stem, "default")
+    env = dict(os.environ, MSCM_JAX_CACHE_DIR=str(tmp_path / "cache"), XLA_FLAGS=OTHER_ISA)
+    run = subprocess.run(
+        [sys.executable, str(WORKER), str(tmp_path), "sse4_2", "default", json.dumps(models),
+         json.dumps(photos)],
+        capture_output=True, text=True, timeout=1800, env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    for codec, stem, _ in pairs:
+        integer_worker.decode(codec, stem, "default", "sse4_2")
+        # Either ISA encodes to the same bytes, and each decodes the other's to the same latent.
+        assert Path(f"{stem}.default.mscm").read_bytes() == Path(f"{stem}.sse4_2.mscm").read_bytes()
+        for encoder, decoder in (("default", "sse4_2"), ("sse4_2", "default")):
+            encoded = np.load(f"{stem}.{encoder}.npz")
+            decoded = np.load(f"{stem}.{encoder}-by-{decoder}.npz")
+            np.testing.assert_array_equal(decoded["y_hat"], encoded["y_hat"])
+            assert np.abs(decoded["image"].astype(int) - encoded["image"].astype(int)).max() <= 1
 
 
 def test_integer_files_decode_under_another_instruction_set(trained_workdir, tmp_path):
