@@ -21,7 +21,10 @@
    payload's overhead over the ideal (flush bytes), the trade-off that picks L;
    then with several coder steps per loop iteration (`Codec(unroll=...)`, the
    same bytes), which saves the loop's per-iteration cost instead.
-8. The mscm4x4-paper row again in a new process under each of `XLA_VARIANTS`:
+8. The decode kernel alone on mscm4x4-paper's last stage (32 and 256 lanes)
+   on 1, 4 and 8 warps: microseconds per loop step, the figure that picks
+   `rans_kernel.warps_for` (`kernel_compile.py` has the registers of each).
+9. The mscm4x4-paper row again in a new process under each of `XLA_VARIANTS`:
    XLA's command buffers (CUDA graphs) for while loops and conditionals,
    which would take the loop's per-step launches and its host round trip of
    the loop condition off the critical path.
@@ -46,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mscm_jax.coding import integer_cdf
+from mscm_jax.coding import integer_cdf, rans, rans_kernel
 from mscm_jax.coding.codec import Codec
 from mscm_jax.model.compression_model import ModelConfig, init_model
 from mscm_jax.model.transforms import spread_latents
@@ -142,6 +145,46 @@ def _variant_row(flags: str, small: bool, repeats: int) -> dict | None:
             return {**json.load(f)["rows"][0], "xla_flags": flags}
 
 
+def _kernel_step_line(words, models, symbols, count: int, lanes: int, warps: int, repeats: int) -> str:
+    """One stage's symbols decoded by the kernel alone on `warps` warps: fastest run, us per step."""
+
+    def run(words, models):
+        state = rans.new_decoder(words, lanes)
+        return rans_kernel.decode_mixture_segment(state, words, models, count, num_warps=warps)[1]
+
+    decode = jax.jit(run)
+    same = np.array_equal(np.asarray(decode(words, models))[:count], np.asarray(symbols)[:count])
+    seconds = []
+    for _ in range(max(repeats, 3)):
+        start = time.perf_counter()
+        jax.block_until_ready(decode(words, models))
+        seconds.append(time.perf_counter() - start)
+    return (f"kernel alone, {count} symbols, {lanes} lanes, {warps} warps: {1e3 * min(seconds):.2f} ms, "
+            f"{1e6 * min(seconds) / -(-count // lanes):.2f} us per step, "
+            f"symbols {'the same' if same else 'DIFFERENT'}")  # fmt: skip
+
+
+def _kernel_step_rows(codec: Codec, image: np.ndarray, repeats: int) -> list[str]:
+    """The decode kernel on the codec's last stage alone, coded with 32 and 256 lanes, on 1, 4, 8 warps."""
+    _, stages = codec.stage_models(image)
+    models, symbols, count = stages[-1]
+    lines = []
+    for lanes in (32, 256):
+        encoder = rans.new_encoder(lanes, rans.max_words(int(count)))
+        encoder = rans.encode_segment(encoder, symbols, models, integer_cdf.mixture_cdf,
+                                      integer_cdf.half_widths, count)  # fmt: skip
+        buffer, first = rans.flush(encoder)
+        words = buffer[int(first) :]
+        for warps in (1, 4, 8):
+            try:
+                line = _kernel_step_line(words, models, symbols, int(count), lanes, warps, repeats)
+            except Exception as e:  # one configuration that fails must not end the run
+                line = f"kernel alone, {lanes} lanes, {warps} warps: failed: {type(e).__name__}: {e}"[:2000]
+            print(line, flush=True)
+            lines.append(line)
+    return lines
+
+
 def _print(row: dict) -> None:
     print(
         f"{row['schedule']:<14} {row.get('size', ''):>10} L={row['lanes']:<5} U={row['unroll']:<3} "
@@ -202,6 +245,8 @@ def main() -> None:
             print(f"decode kernel, {size}: failed: {type(e).__name__}: {str(e)[:2000]}", flush=True)
             report.setdefault("kernel_errors", []).append(f"{size}: {type(e).__name__}: {e}")
     record(_decode_row(_codec("mscm4x4-paper", channels), big, max(args.repeats // 2, 1)), f"{bw}x{bh}")
+    report["kernel_steps"] = _kernel_step_rows(_codec("mscm4x4-paper", channels), image, args.repeats)
+    save()
 
     # Integer CDFs: the same parameters on this device and on the CPU.
     rng = np.random.default_rng(0)

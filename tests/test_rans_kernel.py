@@ -97,4 +97,11 @@ def test_the_kernels_lower_to_one_triton_program_each_for_gpus():
         jax.jit(decode), platforms=["cuda"],
         disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
     )(rans.new_decoder(words, 32), words, params, rows, cdfs)  # fmt: skip
-    assert exported.mlir_module().count("custom_call @__gpu$xla.gpu.triton") == 2
+    module = exported.mlir_module()
+    assert module.count("custom_call @__gpu$xla.gpu.triton") == 2
+    assert module.count("num_warps = 1 : i32") == 2  # 32 lanes: one warp, one lane per thread
+    four_warps = jax.export.export(
+        jax.jit(functools.partial(rans_kernel.decode_table_segment, num_warps=4)), platforms=["cuda"],
+        disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
+    )(rans.new_decoder(words, 32), words, rows, cdfs)  # fmt: skip
+    assert "num_warps = 4 : i32" in four_warps.mlir_module()

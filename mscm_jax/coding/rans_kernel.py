@@ -31,24 +31,26 @@ KERNEL_FINE_WIDTH = 16  # the search's second round, a power of two >= rans.FINE
 
 
 def decode_mixture_segment(
-    state: rans.DecoderState, words: jax.Array, models: jax.Array, count: jax.Array | int | None = None
-) -> tuple[rans.DecoderState, jax.Array]:
+    state: rans.DecoderState, words: jax.Array, models: jax.Array, count: jax.Array | int | None = None,
+    num_warps: int | None = None,
+) -> tuple[rans.DecoderState, jax.Array]:  # fmt: skip
     """`rans.decode_segment(state, words, models, integer_cdf.mixture_cdf, integer_cdf.half_widths, count)`.
 
     y's symbols: each column of `models` (2 + 3K, E) one element's mixture.
-    One kernel on a GPU (Triton), Pallas' interpret mode on other backends.
+    One kernel on a GPU (Triton; `num_warps` warps, default `warps_for(lanes)`), Pallas'
+    interpret mode on other backends.
     """
 
     def cdf(model, edge, tables):
         return integer_cdf.mixture_cdf(model, edge, integer_cdf.CdfTables(*tables))
 
     tables = tuple(map(jnp.asarray, integer_cdf.cdf_tables()))
-    return _decode(state, words, models, count, tables, cdf, integer_cdf.half_widths)
+    return _decode(state, words, models, count, tables, cdf, integer_cdf.half_widths, num_warps)
 
 
 def decode_table_segment(
     state: rans.DecoderState, words: jax.Array, rows: jax.Array, cdfs: jax.Array,
-    count: jax.Array | int | None = None,
+    count: jax.Array | int | None = None, num_warps: int | None = None,
 ) -> tuple[rans.DecoderState, jax.Array]:  # fmt: skip
     """The same for symbols of fixed tables (z): symbol i's CDF is row `rows[0, i]` of `cdfs` (N, 2T + 2).
 
@@ -63,32 +65,47 @@ def decode_table_segment(
     def half_widths(model):
         return jnp.full(model[0].shape, half_width, jnp.int32)
 
-    return _decode(state, words, rows, count, (cdfs,), cdf, half_widths)
+    return _decode(state, words, rows, count, (cdfs,), cdf, half_widths, num_warps)
 
 
-def _decode(state, words, models, count, tables, cdf, half_widths):
+def warps_for(lanes: int) -> int:
+    """A GPU kernel's warps for `lanes` lanes: one lane per thread, 1 to 8 warps.
+
+    Compiled for an H200 (`experiments/kernel_compile.py`), the y kernel uses
+    80 registers without spills at 32, 128 and 256 lanes so laid out; 256
+    lanes on 4 warps (two lanes per thread) need all 255 and spill. Whether 32
+    lanes step faster on one warp (no barriers) than on four (a quarter of the
+    search per thread, 16 barriers) is `experiments/gpu_coding.py`'s to measure.
+    """
+    return min(max(lanes // 32, 1), 8)
+
+
+def _decode(state, words, models, count, tables, cdf, half_widths, num_warps):
     """The segment's decode loop, `cdf(model rows, edges, table refs)`, as one kernel."""
     size, lanes = models.shape[1], state.x.shape[0]
+    num_warps = num_warps or warps_for(lanes)
     steps = -(-size // lanes)
     if not steps:
         return state, jnp.zeros((0,), jnp.int32)
     count = jnp.asarray(size if count is None else count, jnp.int32).reshape(1)
     models = rans._padded(models, steps, lanes)
     operands = (state.x, state.position.reshape(1), count, words, models, *tables)
-    call = functools.partial(_segment_call, steps=steps, lanes=lanes, cdf=cdf, half_widths=half_widths)
+    call = functools.partial(
+        _segment_call, steps=steps, lanes=lanes, cdf=cdf, half_widths=half_widths, num_warps=num_warps
+    )
     on_gpu, elsewhere = functools.partial(call, interpret=False), functools.partial(call, interpret=True)
     x, position, out = jax.lax.platform_dependent(*operands, cuda=on_gpu, default=elsewhere)
     return rans.DecoderState(x, position[0]), out[:size]
 
 
-def _segment_call(*operands, steps: int, lanes: int, cdf, half_widths, interpret: bool):
+def _segment_call(*operands, steps: int, lanes: int, cdf, half_widths, num_warps: int, interpret: bool):
     out_shape = (
         jax.ShapeDtypeStruct((lanes,), jnp.uint32),
         jax.ShapeDtypeStruct((1,), jnp.int32),
         jax.ShapeDtypeStruct((steps * lanes,), jnp.int32),
     )
     kernel = functools.partial(_decode_kernel, steps=steps, lanes=lanes, cdf=cdf, half_widths=half_widths)
-    params = None if interpret else pltriton.CompilerParams(num_warps=4)
+    params = None if interpret else pltriton.CompilerParams(num_warps=num_warps)
     return pl.pallas_call(kernel, out_shape=out_shape, interpret=interpret, compiler_params=params)(*operands)
 
 
