@@ -264,6 +264,33 @@ def _search(model: jax.Array, half_width: jax.Array, slot: jax.Array, cdf_fn: Cd
     return base + offset, low, high
 
 
+def _decode_step(state: DecoderState, words: jax.Array, model: jax.Array, active: jax.Array, cdf_fn: CdfFn,
+                 half_width_fn: HalfWidthFn, fine_width: int = FINE_WIDTH,
+                 if_any_escape: Callable = _if_any_escape) -> tuple[DecoderState, jax.Array]:  # fmt: skip
+    """One decoder step: every active lane pops one symbol; (state, offsets (L,), 0 where inactive).
+
+    `decode_segment`'s loop body, and `rans_kernel`'s, which passes a wider
+    second search round (`_search`) and its own branch around escapes.
+    """
+    t = half_width_fn(model)
+    slot = state.x & 0xFFFF
+    bins, low, high = _search(model, t, slot.astype(jnp.int32), cdf_fn, fine_width)
+    state = _advance(state, words, slot, low, high - low, active)
+    escape = active & ((bins == 0) | (bins == 2 * t))
+
+    def decode_escapes(state):
+        state, bits = _decode_uniform(state, words, jnp.full_like(t, LENGTH_BITS), escape)
+        low_width, high_width = _escape_parts(bits)
+        state, rest_low = _decode_uniform(state, words, low_width, escape)
+        state, rest_high = _decode_uniform(state, words, high_width, escape)
+        return state, (1 << bits) + (rest_high << 16) + rest_low - 1
+
+    state, excess = if_any_escape(escape, decode_escapes, lambda state: (state, jnp.zeros_like(t)), state)
+    q = bins - t
+    q = jnp.where(escape, q + jnp.sign(q) * excess, q)
+    return state, jnp.where(active, q, 0)
+
+
 def decode_segment(state: DecoderState, words: jax.Array, models: jax.Array, cdf_fn: CdfFn,
                    half_width_fn: HalfWidthFn, count: jax.Array | int | None = None,
                    unroll: int = 1) -> tuple[DecoderState, jax.Array]:  # fmt: skip
@@ -287,25 +314,8 @@ def decode_segment(state: DecoderState, words: jax.Array, models: jax.Array, cdf
         start = i * lanes
         model = jax.lax.dynamic_slice_in_dim(models, start, lanes, axis=1)
         active = start + jnp.arange(lanes) < count
-        t = half_width_fn(model)
-        slot = state.x & 0xFFFF
-        bins, low, high = _search(model, t, slot.astype(jnp.int32), cdf_fn)
-        state = _advance(state, words, slot, low, high - low, active)
-        escape = active & ((bins == 0) | (bins == 2 * t))
-
-        def decode_escapes(state):
-            state, bits = _decode_uniform(state, words, jnp.full_like(t, LENGTH_BITS), escape)
-            low_width, high_width = _escape_parts(bits)
-            state, rest_low = _decode_uniform(state, words, low_width, escape)
-            state, rest_high = _decode_uniform(state, words, high_width, escape)
-            return state, (1 << bits) + (rest_high << 16) + rest_low - 1
-
-        state, excess = _if_any_escape(
-            escape, decode_escapes, lambda state: (state, jnp.zeros_like(t)), state
-        )
-        q = bins - t
-        q = jnp.where(escape, q + jnp.sign(q) * excess, q)
-        return state, jax.lax.dynamic_update_slice_in_dim(out, jnp.where(active, q, 0), start, axis=0)
+        state, q = _decode_step(state, words, model, active, cdf_fn, half_width_fn)
+        return state, jax.lax.dynamic_update_slice_in_dim(out, q, start, axis=0)
 
     out = jnp.zeros((steps * lanes,), jnp.int32)
     state, out = jax.lax.fori_loop(0, steps, step, (state, out), unroll=unroll)

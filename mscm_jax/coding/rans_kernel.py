@@ -8,12 +8,13 @@ arithmetic of its lanes, not launches. `decode_mixture_segment` decodes y's
 stages (`integer_cdf.mixture_cdf`), `decode_table_segment` z
 (`integer_cdf.table_cdf`).
 
-The step is `rans`'s own functions (`_search`, `_advance`, `_decode_uniform`)
-applied to what the kernel loads: the models' rows one at a time and the
-tables as refs, so that every array the kernel handles has a power-of-two
-size, as Triton requires (the lanes are a power of two; the second round of
-the search is 16 edges wide, not 10, which finds the same bin). Elsewhere
-than on a GPU it runs in Pallas' interpret mode (slow: for tests).
+The step is `rans`'s own (`rans._decode_step`) applied to what the kernel
+loads: the models' rows one at a time and the tables as refs, so that every
+array the kernel handles has a power-of-two size, as Triton requires (the
+lanes are a power of two; the second round of the search is 16 edges wide,
+not 10, which finds the same bin). Escapes are branched around inside the
+kernel. Elsewhere than on a GPU it runs in Pallas' interpret mode (slow: for
+tests).
 """
 
 from __future__ import annotations
@@ -109,6 +110,12 @@ def _segment_call(*operands, steps: int, lanes: int, cdf, half_widths, num_warps
     return pl.pallas_call(kernel, out_shape=out_shape, interpret=interpret, compiler_params=params)(*operands)
 
 
+def _if_any_escape(escape, code, skip, operand):
+    """Escapes branched around inside the kernel, as on a CPU: no host round trip here."""
+    any_escape = jnp.max(escape.astype(jnp.int32)) > 0  # Triton has no reduce_or
+    return jax.lax.cond(any_escape, code, skip, operand)
+
+
 def _decode_kernel(x_ref, position_ref, count_ref, words_ref, models_ref, *refs, steps: int, lanes: int,
                    cdf, half_widths):  # fmt: skip
     """The loop of `rans.decode_segment` over `steps` steps of `lanes` symbols, in one program.
@@ -122,28 +129,11 @@ def _decode_kernel(x_ref, position_ref, count_ref, words_ref, models_ref, *refs,
         start = i * lanes
         model = [models_ref[row, pl.ds(start, lanes)] for row in range(models_ref.shape[0])]
         active = start + jnp.arange(lanes) < count
-        t = half_widths(model)
-        slot = state.x & 0xFFFF
-        bins, low, high = rans._search(
-            model, t, slot.astype(jnp.int32), lambda m, e: cdf(m, e, tables), KERNEL_FINE_WIDTH
+        kernel_cdf = functools.partial(cdf, tables=tables)
+        state, offsets = rans._decode_step(
+            state, words_ref, model, active, kernel_cdf, half_widths, KERNEL_FINE_WIDTH, _if_any_escape
         )
-        state = rans._advance(state, words_ref, slot, low, high - low, active)
-        escape = active & ((bins == 0) | (bins == 2 * t))
-
-        def decode_escapes(state):  # rans.decode_segment's, branched around as on a CPU
-            state, bits = rans._decode_uniform(state, words_ref, jnp.full_like(t, rans.LENGTH_BITS), escape)
-            low_width, high_width = rans._escape_parts(bits)
-            state, rest_low = rans._decode_uniform(state, words_ref, low_width, escape)
-            state, rest_high = rans._decode_uniform(state, words_ref, high_width, escape)
-            return state, (1 << bits) + (rest_high << 16) + rest_low - 1
-
-        any_escape = jnp.max(escape.astype(jnp.int32)) > 0  # Triton has no reduce_or
-        state, excess = jax.lax.cond(
-            any_escape, decode_escapes, lambda state: (state, jnp.zeros_like(t)), state
-        )
-        q = bins - t
-        q = jnp.where(escape, q + jnp.sign(q) * excess, q)
-        out_ref[pl.ds(start, lanes)] = jnp.where(active, q, 0)
+        out_ref[pl.ds(start, lanes)] = offsets
         return state
 
     state = rans.DecoderState(x_ref[...], position_ref[0])
