@@ -194,6 +194,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     enable_compilation_cache()
     codec = Codec.load(args.model)
+    if args.lanes is not None:
+        codec = codec.with_lanes(args.lanes)
     print(f"model {args.model}: {codec.config.transform}, N={codec.config.N}, M={codec.config.M}, "
           f"K={codec.config.num_mixtures}, schedule {codec.schedule.name}, "
           f"fingerprint {codec.fingerprint[:16]}")  # fmt: skip
@@ -213,9 +215,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
                            result.stage_bits, result.timings)  # fmt: skip
         print(
             f"  header {result.header_bytes} bytes, payload {result.payload_bpp:.4f} bpp: ideal "
-            f"{result.ideal_bits / 8:.0f} bytes (z {result.z_bits / 8:.0f}) + {result.lanes} lanes' flush "
-            f"{result.flush_bytes} + coder "
-            f"{result.payload_bytes - result.flush_bytes - result.ideal_bits / 8:.0f}"
+            f"{result.ideal_bits / 8:.0f} bytes (z {result.z_bits / 8:.0f}) + {result.lanes} lanes "
+            f"{result.lane_bits / 8:.0f} + coder rounding {result.rounding_bits / 8:+.0f}"
         )
 
     return _for_each(args.images, compress_one)
@@ -501,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-store", action="store_true",
                    help="do not add the model to the model store (decoding then needs --model)")  # fmt: skip
+    p.add_argument("--lanes", type=int, default=None,
+                   help="rANS lanes, 1-4096 (default: about sqrt(symbols) / 16): each costs about 3 bytes "
+                        "per file; fewer make decoding less parallel")  # fmt: skip
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("decompress", help="decode .mscm files into PNG images")

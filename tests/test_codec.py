@@ -275,8 +275,10 @@ def test_cli_compress_decompress_and_export(trained_workdir, tmp_path):
         cmd = [sys.executable, "-m", "mscm_jax.cli", *args]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
 
-    run = cli("compress", "chelsea", "astronaut", "--model", str(trained_workdir), "-o", "out/")
+    run = cli("compress", "chelsea", "astronaut", "--model", str(trained_workdir), "-o", "out/",
+              "--lanes", "5")  # fmt: skip
     assert run.returncode == 0, run.stderr
+    assert bitstream.unpack((tmp_path / "out" / "chelsea.mscm").read_bytes())[0].lanes == 5
     assert "bpp" in run.stdout and "tracing and compilation" in run.stdout and "stages" in run.stdout
     assert cli("export", str(trained_workdir), "-o", "m.mscm-model").returncode == 0
     run = cli("decompress", "out/chelsea.mscm", "out/astronaut.mscm", "--model", "m.mscm-model", "-o", "dec/")
@@ -287,6 +289,9 @@ def test_cli_compress_decompress_and_export(trained_workdir, tmp_path):
     assert run.returncode == 2 and "checksum" in run.stderr and "Traceback" not in run.stderr
     run = cli("compress", "chelsea", "--model", str(trained_workdir), "-o", "out/")
     assert run.returncode == 2 and "--overwrite" in run.stderr
+    run = cli("compress", "chelsea", "--model", str(trained_workdir), "-o", "new/", "--lanes", "0")
+    assert run.returncode == 2 and "lanes must be an integer from 1 to 4096" in run.stderr
+    assert not (tmp_path / "new").exists() and "Traceback" not in run.stderr
 
 
 def test_result_accounting():
@@ -298,3 +303,22 @@ def test_result_accounting():
     assert 0 <= result.timings.outside <= result.timings.entropy_coding
     # The networks' share of the stages: without the coding of any stage, and not nothing.
     assert 0 < result.timings.parameters < sum(result.timings.stages)
+    # What the lanes cost, from the final states at the stream's head: 48 - log2(x) bits each.
+    head = np.frombuffer(bitstream.unpack(result.data)[1], "<u2")[: 2 * result.lanes].astype(np.float64)
+    final_states = head[0::2] * 2**16 + head[1::2]
+    assert result.lane_bits == pytest.approx(np.sum(48 - np.log2(final_states)))
+    assert 16 * result.lanes <= result.lane_bits <= 32 * result.lanes
+    assert abs(result.rounding_bits) <= 0.01 * result.ideal_bits + 16
+
+
+def test_files_of_chosen_lanes_decode_and_bad_lanes_are_refused():
+    codec = codec_for("hyperprior")
+    default = codec.compress(PHOTO)
+    for lanes in (1, 3):
+        result = codec.with_lanes(lanes).compress(PHOTO)
+        assert result.lanes == lanes and bitstream.unpack(result.data)[0].lanes == lanes
+        np.testing.assert_array_equal(codec.decompress(result.data).y_hat, default.y_hat)
+        assert 16 * lanes <= result.lane_bits <= 32 * lanes
+    for bad in (0, 4097, 2.5, True, "8"):
+        with pytest.raises(ValueError, match="lanes must be an integer from 1 to 4096"):
+            codec.with_lanes(bad)

@@ -19,6 +19,7 @@ and docs/format.md.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -103,8 +104,11 @@ class CompressResult:
 
     Rates: `z_bits` and `stage_bits` are the information content of the coded
     symbols under the integer models (escapes included), the ideal a perfect
-    coder would reach; the file's payload exceeds it by the lanes' flush
-    (`flush_bytes`, 4 per lane) and the coder's rounding.
+    coder would reach. The payload is that ideal plus what the lanes cost
+    (`lane_bits`) plus the coder's rounding (`rounding_bits`, either sign).
+    `lane_bits` is exact: each lane starts at the known state 2^16, whose 16
+    bits carry nothing, and its final state x, flushed as 32 bits, carries
+    only log2(x) - 16 of them; so a lane costs 48 - log2(x) bits, 16 to 32.
     """
 
     data: bytes
@@ -115,6 +119,7 @@ class CompressResult:
     stage_bits: tuple[float, ...]
     escapes: int
     escape_bits: float
+    lane_bits: float
     timings: Timings
     y_hat: np.ndarray
     notices: tuple[str, ...] = ()
@@ -129,7 +134,13 @@ class CompressResult:
 
     @property
     def flush_bytes(self) -> int:
+        """The final lane states as written (4 bytes per lane); `lane_bits` is what they cost."""
         return 4 * self.lanes
+
+    @property
+    def rounding_bits(self) -> float:
+        """Payload bits beyond the ideal and the lanes' cost: the coder's rounding, summed over symbols."""
+        return 8 * self.payload_bytes - self.ideal_bits - self.lane_bits
 
     @property
     def ideal_bits(self) -> float:
@@ -329,7 +340,8 @@ class Codec:
             )
         if not isinstance(decode_kernel, bool):
             raise ValueError(f"decode_kernel must be True or False, got {decode_kernel!r}")
-        self.config, self.source, self.step, self.lanes, self.unroll = config, source, step, lanes, unroll
+        self.config, self.source, self.step, self.unroll = config, source, step, unroll
+        self.lanes = _checked_lanes(lanes)
         self.decode_kernel = decode_kernel
         self.params = jax.device_put(params)
         self.model = CompressionModel(config)
@@ -387,6 +399,15 @@ class Codec:
         from mscm_jax.coding.model_file import write_model_file
 
         return write_model_file(self, path)
+
+    def with_lanes(self, lanes: int | None) -> Codec:
+        """This model writing files of `lanes` rANS lanes (None: chosen per image by `rans.choose_lanes`).
+
+        Shares this codec's compiled programs; only the coder's, whose shapes follow the lanes, are new.
+        """
+        codec = copy.copy(self)
+        codec.lanes = _checked_lanes(lanes)
+        return codec
 
     def with_integer_path(self, images: list[np.ndarray]) -> Codec:
         """This model with its integer path, calibrated on `images` (uint8 (H, W, 3))."""
@@ -692,7 +713,8 @@ class Codec:
         return CompressResult(
             data=data, height=height, width=width, lanes=lanes,
             z_bits=float(run("z_bits", z_symbols, self._z_cdf)[0]), stage_bits=tuple(stage_bits),
-            escapes=escapes, escape_bits=escape_bits, timings=timings, y_hat=np.asarray(y_hat[0]),
+            escapes=escapes, escape_bits=escape_bits, lane_bits=_lane_bits(np.asarray(state.x)),
+            timings=timings, y_hat=np.asarray(y_hat[0]),
             notices=notices,
         )  # fmt: skip
 
@@ -814,6 +836,22 @@ def _ideal_bits(symbols, models, cdf_fn, half_width_fn, valid):
     escape_bits = jnp.sum(jnp.where(escape, rans.LENGTH_BITS + payload, 0))
     escape_bits = escape_bits.astype(jnp.float32)
     return bits + escape_bits, jnp.sum(escape), escape_bits
+
+
+def _checked_lanes(lanes: int | None) -> int | None:
+    if lanes is None or (isinstance(lanes, (int, np.integer)) and not isinstance(lanes, bool)
+                         and 1 <= lanes <= rans.MAX_LANES):  # fmt: skip
+        return lanes
+    raise ValueError(
+        f"lanes must be an integer from 1 to {rans.MAX_LANES} (or None: chosen from the image's symbols), "
+        f"got {lanes!r}"
+    )
+
+
+def _lane_bits(final_states: np.ndarray) -> float:
+    """What the lanes cost in a payload: 48 - log2(x) bits per final state x (`CompressResult`)."""
+    start_bits = np.log2(rans.STATE_LOW)  # the known start state: carries nothing
+    return float(np.sum(2 * rans.WORD_BITS + start_bits - np.log2(final_states.astype(np.float64))))
 
 
 def _idle_decoder(lanes: int) -> rans.DecoderState:

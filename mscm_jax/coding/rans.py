@@ -10,7 +10,8 @@ prefix sum per renormalization, so a segment of symbols is one
 backend, with the same bits everywhere.
 
 The lane states are carried across segments (z, then each stage of y) and
-flushed once per image: the overhead is 4 bytes per lane per image, which is
+flushed once per image: each lane writes 4 bytes and costs 16 to 32 bits
+(its known start state and its final state's unused range), which is
 what bounds L (the codec picks it from the number of symbols). rANS is last
 in, first out: the encoder visits the segments, steps and sub-steps in exactly
 the reverse of the decoder's order and writes the stream from its end.
@@ -325,7 +326,7 @@ def decode_segment(state: DecoderState, words: jax.Array, models: jax.Array, cdf
 def choose_lanes(num_symbols: int) -> int:
     """Lanes for an image of `num_symbols` symbols: about sqrt(n) / 16, a power of two.
 
-    The flush costs 4 bytes per lane; a 512x768 image (~310k symbols, ~25 KB)
+    Each lane writes 4 bytes (costing about 3); a 512x768 image (~310k symbols, ~25 KB)
     gets 32 lanes (128 bytes), a 3840x2160 one (~6.5M symbols) 128.
     """
     lanes = 2 ** round(np.log2(max(np.sqrt(num_symbols) / 16, 1.0)))
