@@ -79,7 +79,8 @@ def _decode_row(codec: Codec, image: np.ndarray, repeats: int) -> dict:
         "schedule": codec.schedule.name, "lanes": encoded.lanes, "unroll": codec.unroll,
         "decode_kernel": codec.decode_kernel, "bpp": encoded.bpp,
         "payload_bytes": encoded.payload_bytes, "ideal_bytes": encoded.ideal_bits / 8,
-        "flush_bytes": encoded.flush_bytes, "overhead": 8 * encoded.payload_bytes / encoded.ideal_bits - 1,
+        "flush_bytes": encoded.flush_bytes, "lane_bytes": encoded.lane_bits / 8,
+        "overhead": 8 * encoded.payload_bytes / encoded.ideal_bits - 1,
         "entropy_decoding_s": median(lambda t: t.entropy_coding), "hyper_s": median(lambda t: t.hyper),
         "stages_s": median(lambda t: sum(t.stages)), "outside_s": median(lambda t: t.outside),
         "synthesis_s": median(lambda t: t.synthesis), "first_call_s": first,
@@ -195,7 +196,7 @@ def _print(row: dict) -> None:
         f"{1e3 * row['stages_s']:.1f}, outside compiled calls {1e3 * row['outside_s']:.1f})  synthesis "
         f"{1e3 * row['synthesis_s']:.1f} ms  payload {row['payload_bytes']} B "
         f"= ideal {row['ideal_bytes']:.0f} "
-        f"x {1 + row['overhead']:.4f} (flush {row['flush_bytes']} B)  first call {row['first_call_s']:.0f} s",
+        f"x {1 + row['overhead']:.4f} (lanes {row['lane_bytes']:.0f} of {row['flush_bytes']} B)  first call {row['first_call_s']:.0f} s",
         flush=True,
     )
 
