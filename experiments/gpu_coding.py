@@ -196,7 +196,8 @@ def _print(row: dict) -> None:
         f"{1e3 * row['stages_s']:.1f}, outside compiled calls {1e3 * row['outside_s']:.1f})  synthesis "
         f"{1e3 * row['synthesis_s']:.1f} ms  payload {row['payload_bytes']} B "
         f"= ideal {row['ideal_bytes']:.0f} "
-        f"x {1 + row['overhead']:.4f} (lanes {row['lane_bytes']:.0f} of {row['flush_bytes']} B)  first call {row['first_call_s']:.0f} s",
+        f"x {1 + row['overhead']:.4f} (lanes {row['lane_bytes']:.0f} of {row['flush_bytes']} B)  "
+        f"first call {row['first_call_s']:.0f} s",
         flush=True,
     )
 
