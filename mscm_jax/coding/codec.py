@@ -106,7 +106,7 @@ class CompressResult:
     symbols under the integer models (escapes included), the ideal a perfect
     coder would reach. The payload is that ideal plus what the lanes cost
     (`lane_bits`) plus the coder's rounding (`rounding_bits`, either sign).
-    `lane_bits` is exact: each lane starts at the known state 2^16, whose 16
+    `lane_bits` is read from the final states: each lane starts at 2^16, whose 16
     bits carry nothing, and its final state x, flushed as 32 bits, carries
     only log2(x) - 16 of them; so a lane costs 48 - log2(x) bits, 16 to 32.
     """
