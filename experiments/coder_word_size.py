@@ -56,11 +56,8 @@ def _code(starts: np.ndarray, freqs: np.ndarray, word_bits: int) -> tuple[int, f
 
 
 @jax.jit
-def _intervals(params: jax.Array, symbols: jax.Array) -> tuple[jax.Array, jax.Array]:
-    t = integer_cdf.half_widths(params)
-    bins = jnp.clip(symbols, -t, t) + t
-    low = integer_cdf.mixture_cdf(params, bins)
-    return low, integer_cdf.mixture_cdf(params, bins + 1) - low
+def _stage_intervals(params: jax.Array, symbols: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return codec_module._intervals(symbols, params, integer_cdf.mixture_cdf, integer_cdf.half_widths)[2:]
 
 
 def _image_symbols(codec: Codec, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -68,15 +65,12 @@ def _image_symbols(codec: Codec, image: np.ndarray) -> tuple[np.ndarray, np.ndar
     image, _ = codec_module._as_rgb_uint8(image)
     _, _, _, z_symbols, _, stages = codec._encoder_models(image, codec_module._Stopwatch(codec._compiled))
     flat = jnp.asarray(z_symbols).reshape(-1)
-    models = codec_module._z_models(z_symbols.shape)
-    cdf_fn, half_width_fn = codec_module._z_coder(codec._z_cdf)
-    t = half_width_fn(models)
-    bins = jnp.clip(flat, -t, t) + t
-    low = cdf_fn(models, bins)
-    starts, freqs = [np.asarray(low)], [np.asarray(cdf_fn(models, bins + 1) - low)]
+    z_models = codec_module._z_models(z_symbols.shape)
+    _, _, start, freq = codec_module._intervals(flat, z_models, *codec_module._z_coder(codec._z_cdf))
+    starts, freqs = [np.asarray(start)], [np.asarray(freq)]
     for params, symbols, count in stages:
-        low, freq = _intervals(params, symbols)
-        starts.append(np.asarray(low)[: int(count)])
+        start, freq = _stage_intervals(params, symbols)
+        starts.append(np.asarray(start)[: int(count)])
         freqs.append(np.asarray(freq)[: int(count)])
     return np.concatenate(starts).astype(np.int64), np.concatenate(freqs).astype(np.int64)
 

@@ -823,12 +823,18 @@ def _z_coder(z_cdf: jax.Array):
             lambda model: jnp.full(model.shape[1:], half_width, jnp.int32))  # fmt: skip
 
 
+def _intervals(symbols, models, cdf_fn, half_width_fn):
+    """(half widths T, bins, CDF interval starts, frequencies): each symbol's bin under its integer model."""
+    t = half_width_fn(models)
+    bins = jnp.clip(symbols, -t, t) + t
+    start = cdf_fn(models, bins)
+    return t, bins, start, cdf_fn(models, bins + 1) - start
+
+
 def _ideal_bits(symbols, models, cdf_fn, half_width_fn, valid):
     """(bits, escapes, escape bits): -log2 of the symbols' integer probabilities plus the escapes' uniform
     parts (`escape bits`)."""
-    t = half_width_fn(models)
-    bins = jnp.clip(symbols, -t, t) + t
-    freq = cdf_fn(models, bins + 1) - cdf_fn(models, bins)
+    t, bins, _, freq = _intervals(symbols, models, cdf_fn, half_width_fn)
     bits = jnp.sum(jnp.where(valid, integer_cdf.PRECISION - jnp.log2(freq.astype(jnp.float32)), 0.0))
     escape = valid & ((bins == 0) | (bins == 2 * t))
     excess = jnp.where(escape, jnp.abs(symbols) - t, 0)
