@@ -109,7 +109,7 @@ def test_the_decode_kernel_reads_the_same_latent(monkeypatch):
         return decode_segment(*args)
 
     monkeypatch.setattr(codec_module, "artifact_path", lambda *args: None)
-    monkeypatch.setattr(codec_module.rans_kernel, "decode_mixture_segment", kernel_decode)
+    monkeypatch.setattr(rans_kernel, "decode_mixture_segment", kernel_decode)
     kernel = Codec(base.config, base.params, decode_kernel=True)
     np.testing.assert_array_equal(kernel.decode_latent(result.data)[0], result.y_hat)
     assert traced  # the stage program called the kernel
@@ -238,12 +238,19 @@ def test_exported_model_decodes_in_a_new_process_what_the_workdir_encoded(traine
     model_file = tmp_path / "model.mscm-model"
     codec.export(model_file)
     out = tmp_path / "decoded.png"
+    # The command, then what it imported: Pallas' Triton backend only loads for `decode_kernel`.
+    script = (
+        "import sys; from mscm_jax import cli; code = cli.main(sys.argv[1:]); "
+        "print('pallas.triton loaded' if 'jax.experimental.pallas.triton' in sys.modules else ''); "
+        "sys.exit(code)"
+    )
     run = subprocess.run(
-        [sys.executable, "-m", "mscm_jax.cli", "decompress", str(encoded), "--model", str(model_file),
+        [sys.executable, "-c", script, "decompress", str(encoded), "--model", str(model_file),
          "-o", str(out)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
+    assert "pallas.triton loaded" not in run.stdout
     np.testing.assert_array_equal(np.asarray(Image.open(out)), codec.decompress(encoded.read_bytes()).image)
     loaded = Codec.load(model_file)
     assert loaded.fingerprint == codec.fingerprint and loaded.step == codec.step

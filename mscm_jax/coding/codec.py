@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from mscm_jax.coding import bitstream, integer_cdf, integer_path, rans, rans_kernel
+from mscm_jax.coding import bitstream, integer_cdf, integer_path, rans
 from mscm_jax.files import write_atomically
 from mscm_jax.model.compression_model import CompressionModel, Mode, ModelConfig, model_fingerprint
 from mscm_jax.model.context import cached_stage_plan, read_stage, write_stage
@@ -422,6 +422,8 @@ class Codec:
         steps, integer, int8 = self.family.hyper_synthesis_steps, self.integer is not None, self._int8
         k, round_centre = self.config.num_mixtures, self.config.rounding == "y"
         latent_channels, unroll = self.config.M, self.unroll
+        if self.decode_kernel:  # Pallas and Triton: 0.15 s of every command's start, only where used
+            from mscm_jax.coding import rans_kernel
 
         def hyper_features(variables, z_symbols, median):
             if integer:
