@@ -295,7 +295,8 @@ def bench_coding(args: argparse.Namespace) -> dict:
             else "not measured, constriction is not installed (pip install 'mscm-jax[bench]')"
         )  # fmt: skip
         print(
-            f"coder, {args.throughput_schedule}, {rates['symbols']} y symbols, decode in symbols/s: ours "
+            f"coder, {args.throughput_schedule}, {rates['symbols']} y symbols, {rates['lanes']} lanes, "
+            f"decode in symbols/s: ours "
             f"(CDFs computed in the loop) {rates['lazy']:,.0f}; ours over materialized tables (130 CDF "
             f"values per element first) {rates['materialized']:,.0f}; constriction alone on the same "
             f"integer tables {theirs}"
@@ -393,7 +394,8 @@ def _coder_throughput(codec, image: np.ndarray) -> dict:
                 decoder.decode(model, pmf)
 
         seconds["constriction"] += _fastest(decode_all, compressed, calls)
-    return {name: count / s if s else float("nan") for name, s in seconds.items()} | {"symbols": count}
+    rates = {name: count / s if s else float("nan") for name, s in seconds.items()}
+    return rates | {"symbols": count, "lanes": lanes}
 
 
 def _fastest(run: Callable, *args, runs: int = 3) -> float:
