@@ -31,6 +31,7 @@ import numpy as np
 from mscm_jax.coding import codec as codec_module
 from mscm_jax.coding import integer_cdf
 from mscm_jax.coding.codec import Codec
+from mscm_jax.images import as_rgb_uint8
 from mscm_jax.tools.bench import _image_of_size
 from mscm_jax.training.data import load_sample
 
@@ -62,7 +63,7 @@ def _stage_intervals(params: jax.Array, symbols: jax.Array) -> tuple[jax.Array, 
 
 def _image_symbols(codec: Codec, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(starts, freqs) of every symbol in decoding order: z, then each y stage (no escapes expected)."""
-    image, _ = codec_module._as_rgb_uint8(image)
+    image, _ = as_rgb_uint8(image)
     _, _, _, z_symbols, _, stages = codec._encoder_models(image, codec_module._Stopwatch(codec._compiled))
     flat = jnp.asarray(z_symbols).reshape(-1)
     z_models = codec_module._z_models(z_symbols.shape)

@@ -187,10 +187,8 @@ def _for_each(items, work) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    import warnings
-
     from mscm_jax.coding.codec import Codec, enable_compilation_cache
-    from mscm_jax.training.data import load_image
+    from mscm_jax.training.data import load_image_with_notices
 
     enable_compilation_cache()
     codec = Codec.load(args.model)
@@ -203,13 +201,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
         _store_model(codec, args.model, args.model)
 
     def compress_one(spec: str) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the codec reports conversions itself
-            image = load_image(spec)
+        image, notices = load_image_with_notices(spec)  # uint8 RGB: the codec converts nothing more
         out = _output_path(spec, args.output, len(args.images) > 1, ".mscm")
         result = codec.compress(image)
         _write_output(out, lambda p: p.write_bytes(result.data), args.overwrite)
-        for notice in result.notices:
+        for notice in (*notices, *result.notices):
             print(f"{spec}: notice: {notice}")
         _print_coding_line(f"{spec} -> {out}", len(result.data), result.height * result.width,
                            result.stage_bits, result.timings)  # fmt: skip

@@ -282,9 +282,14 @@ def test_cli_compress_decompress_and_export(trained_workdir, tmp_path):
         cmd = [sys.executable, "-m", "mscm_jax.cli", *args]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
 
-    run = cli("compress", "chelsea", "astronaut", "--model", str(trained_workdir), "-o", "out/",
+    # A 16-bit greyscale PNG of chelsea's size (no new programs): reduced, not clipped, and said so.
+    grey16 = load_sample("chelsea")[:, :, 1].astype(np.uint16) * 257
+    Image.fromarray(grey16).save(tmp_path / "grey16.png")
+    run = cli("compress", "chelsea", "astronaut", "grey16.png", "--model", str(trained_workdir), "-o", "out/",
               "--lanes", "5")  # fmt: skip
     assert run.returncode == 0, run.stderr
+    assert "grey16.png: notice: 16-bit pixels reduced to 8 bits" in run.stdout
+    assert "grey16.png: notice: grayscale image converted to RGB" in run.stdout
     assert bitstream.unpack((tmp_path / "out" / "chelsea.mscm").read_bytes())[0].lanes == 5
     assert "bpp" in run.stdout and "tracing and compilation" in run.stdout and "stages" in run.stdout
     assert cli("export", str(trained_workdir), "-o", "m.mscm-model").returncode == 0

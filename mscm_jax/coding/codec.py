@@ -37,6 +37,7 @@ from etils import epath
 
 from mscm_jax.coding import bitstream, integer_cdf, integer_path, rans
 from mscm_jax.files import write_atomically
+from mscm_jax.images import as_rgb_uint8
 from mscm_jax.model.compression_model import CompressionModel, Mode, ModelConfig, model_fingerprint
 from mscm_jax.model.context import cached_stage_plan, read_stage, write_stage
 from mscm_jax.model.schedules import StagePlan
@@ -411,7 +412,7 @@ class Codec:
 
     def with_integer_path(self, images: list[np.ndarray]) -> Codec:
         """This model with its integer path, calibrated on `images` (uint8 (H, W, 3))."""
-        path = integer_path.convert(self.model, self.params, [_as_rgb_uint8(i)[0] for i in images])
+        path = integer_path.convert(self.model, self.params, [as_rgb_uint8(i)[0] for i in images])
         return Codec(self.config, self.params, self.z_cdf, self.source, self.step, self.lanes, path,
                      self.unroll, self.decode_kernel)  # fmt: skip
 
@@ -635,7 +636,7 @@ class Codec:
 
     def stage_models(self, image: np.ndarray) -> tuple[int, list]:
         """(lanes, [(params (R, E), symbols (E,), count) per stage]): what the encoder codes (for tools)."""
-        image, _ = _as_rgb_uint8(image)
+        image, _ = as_rgb_uint8(image)
         lanes, _, _, _, _, stages = self._encoder_models(image, _Stopwatch(self._compiled))
         return lanes, stages
 
@@ -678,7 +679,7 @@ class Codec:
 
     def compress(self, image: np.ndarray) -> CompressResult:
         """Codes an image: uint8 (H, W, 3) (grey and RGBA are converted, with a notice)."""
-        image, notices = _as_rgb_uint8(image)
+        image, notices = as_rgb_uint8(image)
         height, width = image.shape[:2]
         if height * width > DEFAULT_MAX_PIXELS:
             raise ValueError(
@@ -864,18 +865,3 @@ def _lane_bits(final_states: np.ndarray) -> float:
 
 def _idle_decoder(lanes: int) -> rans.DecoderState:
     return rans.DecoderState(*jax.device_put((np.full(lanes, rans.STATE_LOW, np.uint32), np.int32(0))))
-
-
-def _as_rgb_uint8(image: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected an 8-bit image (uint8), got {image.dtype}")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 2:
-        return np.repeat(image[:, :, None], 3, axis=2), ("grayscale image converted to RGB",)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return np.ascontiguousarray(image[:, :, :3]), ("RGBA image: alpha channel dropped",)
-    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-        raise ValueError(f"expected a grayscale, RGB or RGBA image, got shape {image.shape}")
-    return image, ()

@@ -14,6 +14,8 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
+from mscm_jax import images
+
 # Scene name -> loader name(s) in `skimage.data`. Views of one scene stay
 # together, so a split by scene never puts the same scene on both sides.
 SAMPLE_SCENES: dict[str, tuple[str, ...]] = {
@@ -40,47 +42,45 @@ def load_sample(name: str) -> np.ndarray:
     image = getattr(skimage.data, base)()
     if base == "stereo_motorcycle":
         image = image[1] if view == "right" else image[0]
-    return to_rgb(np.asarray(image), name)
+    return images.as_rgb_uint8(image)[0]  # the grey textures, by design
 
 
 def to_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """uint8 (H, W, 3): grey is replicated, alpha dropped, each with a notice."""
-    if image.dtype != np.uint8:
-        raise ValueError(f"{name}: expected 8-bit pixels, got {image.dtype}")
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        warnings.warn(f"{name}: RGBA image, alpha channel dropped", stacklevel=2)
-        image = image[:, :, :3]
-    elif image.ndim == 3 and image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"{name}: expected a grey, RGB or RGBA image, got shape {image.shape}")
-    return np.ascontiguousarray(image)
+    """uint8 (H, W, 3) of a grey, RGB or RGBA array (`images.as_rgb_uint8`); lossy conversions warn."""
+    try:
+        image, notices = images.as_rgb_uint8(image)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from e
+    _warn(name, notices)
+    return image
+
+
+def _warn(name: str, notices: tuple[str, ...]) -> None:
+    # Replicating grey loses nothing, and a set of grey images would warn once per image.
+    for notice in notices:
+        if notice != images.GREY_NOTICE:
+            warnings.warn(f"{name}: {notice}", stacklevel=3)
 
 
 def read_image(path: str | epath.Path) -> np.ndarray:
-    """A PNG/JPEG (local or remote path) as uint8 RGB; grey and RGBA converted."""
-    path = epath.Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such image: {path}")
-    with path.open("rb") as f:
-        try:
-            with Image.open(f) as img:
-                if img.mode not in ("RGB", "RGBA", "L"):
-                    warnings.warn(f"{path}: mode {img.mode} converted to RGB", stacklevel=2)
-                    img = img.convert("RGB")
-                array = np.asarray(img)
-        except (OSError, Image.DecompressionBombError) as e:
-            raise ValueError(f"cannot read image {path}: {e}") from e
-    return to_rgb(array, str(path))
+    """An image file (local or remote path) as uint8 RGB (`images.read_image`); lossy conversions warn."""
+    image, notices = images.read_image(path)
+    _warn(str(path), notices)
+    return image
+
+
+def load_image_with_notices(spec: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A sample name (e.g. `astronaut`) or an image path; and what was converted (`images.read_image`)."""
+    if spec in SAMPLE_SCENES or spec in GREY_TEXTURES or spec.startswith("stereo_motorcycle"):
+        return load_sample(spec), ()
+    return images.read_image(spec)
 
 
 def load_image(spec: str) -> np.ndarray:
     """A sample name (e.g. `astronaut`) or an image path."""
-    if spec in SAMPLE_SCENES or spec in GREY_TEXTURES or spec.startswith("stereo_motorcycle"):
-        return load_sample(spec)
-    return read_image(spec)
+    image, notices = load_image_with_notices(spec)
+    _warn(spec, notices)
+    return image
 
 
 def to_float(image: np.ndarray) -> np.ndarray:

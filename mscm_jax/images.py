@@ -1,0 +1,78 @@
+"""Pixels as the models take them: uint8 RGB, with a notice for everything converted on the way.
+
+One place for it: the codec (arrays from the API), the command line (image
+files) and the training loaders (which turn the notices into warnings) all
+convert the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from etils import epath
+from PIL import Image
+
+GREY_NOTICE = "grayscale image converted to RGB"  # lossless: the loaders do not warn about it
+ALPHA_NOTICE = "alpha channel dropped"
+SIXTEEN_BIT_NOTICE = "16-bit pixels reduced to 8 bits"
+# Pillow's 16-bit greyscale modes; a 16-bit PNG opens as one of these (or as "I" in older Pillow).
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def as_rgb_uint8(image: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """uint8 (H, W, 3) of a uint8 grey (H, W) or (H, W, 1), RGB or RGBA array; and what was converted."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected an 8-bit image (uint8), got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2 and min(image.shape) >= 1:
+        return np.repeat(image[:, :, None], 3, axis=2), (GREY_NOTICE,)
+    if image.ndim == 3 and image.shape[2] == 4 and min(image.shape[:2]) >= 1:
+        return np.ascontiguousarray(image[:, :, :3]), (f"RGBA image: {ALPHA_NOTICE}",)
+    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        raise ValueError(f"expected a grayscale, RGB or RGBA image, got shape {image.shape}")
+    return np.ascontiguousarray(image), ()
+
+
+def sixteen_to_eight_bits(values: np.ndarray) -> np.ndarray:
+    """0..65535 -> 0..255, rounded to the nearest level (65535 / 255 = 257 exactly)."""
+    return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def read_image(path: str | epath.Path) -> tuple[np.ndarray, tuple[str, ...]]:
+    """An image file Pillow reads (PNG, JPEG, ...), local or remote, as uint8 RGB; and what was converted.
+
+    16-bit greyscale is reduced to 8 bits (Pillow's own conversion would clip
+    it at 255); palette, CMYK and other 8-bit modes are converted to RGB;
+    alpha is dropped. 32-bit integer and float pixels are refused: their
+    range is not known.
+    """
+    path = epath.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such image: {path}")
+    notices: list[str] = []
+    with path.open("rb") as f:
+        try:
+            with Image.open(f) as img:
+                mode = img.mode
+                if mode in SIXTEEN_BIT_MODES or (mode == "I" and img.format == "PNG"):
+                    array = sixteen_to_eight_bits(np.asarray(img))
+                    notices.append(SIXTEEN_BIT_NOTICE)
+                elif mode in ("I", "F"):
+                    kind = "32-bit integer" if mode == "I" else "floating-point"
+                    raise ValueError(
+                        f"cannot read image {path}: {kind} pixels (Pillow mode {mode}) are not supported; "
+                        "give 8- or 16-bit pixels (PNG, JPEG)"
+                    )
+                elif mode == "LA":
+                    array = np.asarray(img.convert("L"))
+                    notices.append(f"grayscale image with alpha: {ALPHA_NOTICE}")
+                elif mode in ("RGB", "RGBA", "L"):
+                    array = np.asarray(img)
+                else:
+                    array = np.asarray(img.convert("RGB"))
+                    notices.append(f"Pillow mode {mode} image converted to RGB")
+        except (OSError, Image.DecompressionBombError) as e:
+            raise ValueError(f"cannot read image {path}: {e}") from e
+    image, converted = as_rgb_uint8(array)
+    return image, (*notices, *converted)

@@ -1,0 +1,59 @@
+"""Image files and arrays to uint8 RGB: every conversion named, nothing clipped, unknown ranges refused."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mscm_jax import images
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path):
+    values = np.array([[0, 128, 129, 257, 32767], [32896, 65406, 65407, 65534, 65535]], np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    image, notices = images.read_image(tmp_path / "g16.png")
+    expected = np.array([[0, 0, 1, 1, 127], [128, 254, 255, 255, 255]], np.uint8)  # round(v / 257)
+    np.testing.assert_array_equal(image, np.repeat(expected[:, :, None], 3, axis=2))
+    assert notices == (images.SIXTEEN_BIT_NOTICE, images.GREY_NOTICE)
+
+
+UNKNOWN_RANGES = [
+    (np.full((4, 5), 7.5, np.float32), "floating-point"),
+    (np.full((4, 5), 70000, np.int32), "32-bit integer"),
+]
+
+
+@pytest.mark.parametrize(("array", "kind"), UNKNOWN_RANGES)
+def test_pixels_of_unknown_range_are_refused(tmp_path, array, kind):
+    Image.fromarray(array).save(tmp_path / "x.tiff")
+    with pytest.raises(ValueError, match=rf"{kind} pixels .* give 8- or 16-bit pixels"):
+        images.read_image(tmp_path / "x.tiff")
+
+
+def test_palette_and_alpha_images_are_converted_with_notices(tmp_path):
+    grey = np.arange(20, dtype=np.uint8).reshape(4, 5) * 10
+    Image.fromarray(grey).convert("P").save(tmp_path / "p.png")
+    image, notices = images.read_image(tmp_path / "p.png")
+    np.testing.assert_array_equal(image[..., 0], grey)
+    assert notices == ("Pillow mode P image converted to RGB",)
+    Image.fromarray(np.stack([grey, grey[::-1]], axis=-1), "LA").save(tmp_path / "la.png")
+    image, notices = images.read_image(tmp_path / "la.png")
+    np.testing.assert_array_equal(image, np.repeat(grey[:, :, None], 3, axis=2))
+    assert "alpha channel dropped" in notices[0] and notices[1] == images.GREY_NOTICE
+    rgb = np.random.default_rng(0).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    image, notices = images.read_image(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(image, rgb)
+    assert notices == ()
+
+
+def test_arrays_convert_or_are_refused():
+    grey = np.zeros((3, 4), np.uint8)
+    assert images.as_rgb_uint8(grey)[0].shape == (3, 4, 3)
+    assert images.as_rgb_uint8(grey[:, :, None])[1] == (images.GREY_NOTICE,)
+    rgba = np.zeros((3, 4, 4), np.uint8)
+    assert images.as_rgb_uint8(rgba)[0].shape == (3, 4, 3)
+    with pytest.raises(ValueError, match=r"8-bit image .* got uint16"):
+        images.as_rgb_uint8(grey.astype(np.uint16))
+    for shape in ((3, 4, 2), (0, 4), (0, 4, 3), (3,)):
+        with pytest.raises(ValueError, match="expected a grayscale, RGB or RGBA image"):
+            images.as_rgb_uint8(np.zeros(shape, np.uint8))
