@@ -1,6 +1,6 @@
 """The package's layers: each subpackage imports only from the layers below it.
 
-files < model < training < coding < tools < cli (mscm_jax/__init__.py
+files < images < model < training < coding < tools < cli (mscm_jax/__init__.py
 re-exports the public API and may import any layer).
 """
 
@@ -10,7 +10,7 @@ import pathlib
 import mscm_jax
 
 PACKAGE = pathlib.Path(mscm_jax.__file__).parent
-LAYERS = ("files", "model", "training", "coding", "tools", "cli")
+LAYERS = ("files", "images", "model", "training", "coding", "tools", "cli")
 
 
 def _layer(module: str) -> str:
