@@ -9,10 +9,9 @@ payload against the ideal under the integer models, what the lanes cost
 segment's last step, z's and every stage's, may be partial) and entropy
 decoding's time (`Codec.decode_latent`, networks included, fastest of
 `--repeats`, the lane counts taking turns), beside the default choice
-(`rans.choose_lanes`). The
-decoder runs one loop step per `lanes` symbols, one after another: few lanes
-pay a step's fixed cost (its operations dispatched one by one) many times,
-many lanes pay for their bytes.
+(`rans.choose_lanes`). The decoder runs one loop step per `lanes` symbols,
+one after another: few lanes pay a step's fixed cost (its operations
+dispatched one by one) many times, many lanes pay for their bytes.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from PIL import Image
 GREY_NOTICE = "grayscale image converted to RGB"  # lossless: the loaders do not warn about it
 ALPHA_NOTICE = "alpha channel dropped"
 SIXTEEN_BIT_NOTICE = "16-bit pixels reduced to 8 bits"
-# Pillow's 16-bit greyscale modes; a 16-bit PNG opens as one of these (or as "I" in older Pillow).
+# Pillow's 16-bit greyscale modes; a PNG opened as "I" is 16-bit too (PNG has no 32-bit pixels).
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
@@ -23,14 +23,15 @@ def as_rgb_uint8(image: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise ValueError(f"expected an 8-bit image (uint8), got {image.dtype}")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 2 and min(image.shape) >= 1:
-        return np.repeat(image[:, :, None], 3, axis=2), (GREY_NOTICE,)
-    if image.ndim == 3 and image.shape[2] == 4 and min(image.shape[:2]) >= 1:
+    shape = image.shape
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or min(image.shape[:2]) < 1:
+        raise ValueError(f"expected a grayscale, RGB or RGBA image, got shape {shape}")
+    if image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2), (GREY_NOTICE,)
+    if image.shape[2] == 4:
         return np.ascontiguousarray(image[:, :, :3]), (f"RGBA image: {ALPHA_NOTICE}",)
-    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-        raise ValueError(f"expected a grayscale, RGB or RGBA image, got shape {image.shape}")
     return np.ascontiguousarray(image), ()
 
 
