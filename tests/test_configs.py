@@ -56,3 +56,8 @@ def test_paper_config_rejects_bad_arguments(arg):
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="not found"):
         load_config("launch/nope.py")
+
+
+def test_an_argument_to_a_config_that_takes_none_is_refused():
+    with pytest.raises(ConfigError, match="takes no argument after ':', got 'q3'"):
+        load_config(f"{LAUNCH / 'quickstart.py'}:q3")

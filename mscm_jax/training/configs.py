@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import inspect
 import json
 from collections.abc import Sequence
 
@@ -91,6 +92,8 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     module_spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path} defines no get_config()")
+    if arg and not inspect.signature(module.get_config).parameters:
+        raise ConfigError(f"{path} takes no argument after ':', got {arg!r}; use --config {path}")
     config = module.get_config(arg) if arg else module.get_config()
     apply_overrides(config, overrides)
     validate(config)
