@@ -166,6 +166,41 @@ def _output_path(source: str, output: str, many: bool, suffix: str) -> Path:
     return out
 
 
+def _planned_outputs(
+    specs: Sequence[str], suffixes: Sequence[str], output: str, out_suffix: str
+) -> list[tuple[str, Path]]:
+    """(input, output file) for every input; a folder stands for its `suffixes` files, recursively.
+
+    A folder's files keep their path inside it under the output folder, so equal names in
+    subfolders do not collide; inputs that would still write one file are refused before any
+    is coded (with --overwrite the later one would replace the earlier one's result).
+    """
+    items: list[tuple[str, Path | None]] = []
+    for spec in specs:
+        folder = Path(spec)
+        if not folder.is_dir():
+            items.append((spec, None))
+            continue
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+        if not files:
+            raise UsageError(f"{spec}: the folder holds no {', '.join(suffixes)} files")
+        items += [(str(p), p.relative_to(folder)) for p in files]
+    many = len(items) > 1 or any(inside is not None for _, inside in items)
+    planned, writer_of = [], {}
+    for spec, inside in items:
+        if inside is None:
+            out = _output_path(spec, output, many, out_suffix)
+        else:
+            out = Path(output or ".") / inside.with_suffix(out_suffix)
+        if out in writer_of:
+            raise UsageError(
+                f"{writer_of[out]} and {spec} would both write {out}; code them to different -o folders"
+            )
+        writer_of[out] = spec
+        planned.append((spec, out))
+    return planned
+
+
 def _write_output(path: Path, write, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise UsageError(f"{path} exists; pass --overwrite to replace it")
@@ -173,13 +208,16 @@ def _write_output(path: Path, write, overwrite: bool) -> None:
 
 
 def _for_each(items, work) -> int:
-    """Runs work(item) for every item; an error on one is reported and the rest go on."""
+    """Runs work(item) for every item; an error on one is reported and the rest go on.
+
+    An item may be an (input, output) pair: it is reported by its input.
+    """
     failures = 0
     for item in items:
         try:
             work(item)
         except (UsageError, ValueError, FileNotFoundError, OSError) as e:
-            print(f"{item}: error: {e}", file=sys.stderr)
+            print(f"{item[0] if isinstance(item, tuple) else item}: error: {e}", file=sys.stderr)
             failures += 1
     if failures:
         print(f"{failures} of {len(items)} failed", file=sys.stderr)
@@ -188,8 +226,9 @@ def _for_each(items, work) -> int:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from mscm_jax.coding.codec import Codec, enable_compilation_cache
-    from mscm_jax.training.data import load_image_with_notices
+    from mscm_jax.training.data import IMAGE_SUFFIXES, load_image_with_notices
 
+    planned = _planned_outputs(args.images, IMAGE_SUFFIXES, args.output, ".mscm")
     enable_compilation_cache()
     codec = Codec.load(args.model)
     if args.lanes is not None:
@@ -200,9 +239,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if not args.no_store:
         _store_model(codec, args.model, args.model)
 
-    def compress_one(spec: str) -> None:
+    def compress_one(item: tuple[str, Path]) -> None:
+        spec, out = item
         image, notices = load_image_with_notices(spec)  # uint8 RGB: the codec converts nothing more
-        out = _output_path(spec, args.output, len(args.images) > 1, ".mscm")
         result = codec.compress(image)
         _write_output(out, lambda p: p.write_bytes(result.data), args.overwrite)
         for notice in (*notices, *result.notices):
@@ -215,7 +254,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             f"{result.lane_bits / 8:.0f} + coder rounding {result.rounding_bits / 8:+.0f}"
         )
 
-    return _for_each(args.images, compress_one)
+    return _for_each(planned, compress_one)
 
 
 def _store_model(codec, path: str, source: str) -> None:
@@ -238,6 +277,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     from mscm_jax.coding.codec import Codec, enable_compilation_cache
     from mscm_jax.coding.model_store import ModelStore
 
+    planned = _planned_outputs(args.files, (".mscm",), args.output, ".png")
     enable_compilation_cache()
     given = Codec.load(args.model) if args.model else None
     store, announced = ModelStore(), set()
@@ -252,17 +292,17 @@ def cmd_decompress(args: argparse.Namespace) -> int:
                   f"N={codec.config.N}, M={codec.config.M}, schedule {codec.schedule.name}")  # fmt: skip
         return codec
 
-    def decompress_one(path: str) -> None:
+    def decompress_one(item: tuple[str, Path]) -> None:
+        path, out = item
         data = Path(path).read_bytes()
         result = codec_for(data).decompress(data, max_pixels=args.max_pixels)
-        out = _output_path(path, args.output, len(args.files) > 1, ".png")
         _write_output(out, lambda p: Image.fromarray(result.image).save(p, format="PNG"), args.overwrite)
         height, width = result.image.shape[:2]
         _print_coding_line(
             f"{path} -> {out} ({width}x{height})", len(data), height * width, (), result.timings
         )
 
-    return _for_each(args.files, decompress_one)
+    return _for_each(planned, decompress_one)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -490,7 +530,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("compress", help="code images into .mscm files")
-    p.add_argument("images", nargs="+", help="image files or sample photo names")
+    p.add_argument(
+        "images",
+        nargs="+",
+        help="image files, folders (their PNG/JPEG files, recursively) or sample photo names",
+    )
     p.add_argument("--model", required=True, help="a training workdir or an exported .mscm-model file")
     p.add_argument(
         "-o", "--output", default="", help="output file (one image) or folder (default: ./NAME.mscm)"
@@ -504,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("decompress", help="decode .mscm files into PNG images")
-    p.add_argument("files", nargs="+", help=".mscm files")
+    p.add_argument("files", nargs="+", help=".mscm files or folders (their .mscm files, recursively)")
     p.add_argument("--model", default="",
                    help="the model that wrote them (workdir or .mscm-model); default: found in the "
                         "model store by each file's fingerprint")  # fmt: skip

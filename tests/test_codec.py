@@ -284,23 +284,32 @@ def test_cli_compress_decompress_and_export(trained_workdir, tmp_path):
 
     # A 16-bit greyscale PNG of chelsea's size (no new programs): reduced, not clipped, and said so.
     grey16 = load_sample("chelsea")[:, :, 1].astype(np.uint16) * 257
-    Image.fromarray(grey16).save(tmp_path / "grey16.png")
-    run = cli("compress", "chelsea", "astronaut", "grey16.png", "--model", str(trained_workdir), "-o", "out/",
+    # In a folder: its files are coded by their path inside it.
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    Image.fromarray(grey16).save(tmp_path / "in" / "sub" / "grey16.png")
+    run = cli("compress", "chelsea", "astronaut", "in", "--model", str(trained_workdir), "-o", "out/",
               "--lanes", "5")  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "grey16.png: notice: 16-bit pixels reduced to 8 bits" in run.stdout
     assert "grey16.png: notice: grayscale image converted to RGB" in run.stdout
+    assert (tmp_path / "out" / "sub" / "grey16.mscm").is_file()
     assert bitstream.unpack((tmp_path / "out" / "chelsea.mscm").read_bytes())[0].lanes == 5
     assert "bpp" in run.stdout and "tracing and compilation" in run.stdout and "stages" in run.stdout
     assert cli("export", str(trained_workdir), "-o", "m.mscm-model").returncode == 0
-    run = cli("decompress", "out/chelsea.mscm", "out/astronaut.mscm", "--model", "m.mscm-model", "-o", "dec/")
+    run = cli("decompress", "out", "--model", "m.mscm-model", "-o", "dec/")
     assert run.returncode == 0, run.stderr
     assert Image.open(tmp_path / "dec" / "chelsea.png").size == (451, 300)
+    assert Image.open(tmp_path / "dec" / "sub" / "grey16.png").size == (451, 300)
     (tmp_path / "bad.mscm").write_bytes(b"MSCM\x02\x04" + bytes(40))
     run = cli("decompress", "bad.mscm", "--model", "m.mscm-model", "-o", "dec/")
     assert run.returncode == 2 and "checksum" in run.stderr and "Traceback" not in run.stderr
     run = cli("compress", "chelsea", "--model", str(trained_workdir), "-o", "out/")
     assert run.returncode == 2 and "--overwrite" in run.stderr
+    # Two inputs of one name are refused before anything is coded, --overwrite or not.
+    run = cli("compress", "astronaut", "x/astronaut.png", "--model", str(trained_workdir),
+              "-o", "col/", "--overwrite")  # fmt: skip
+    assert run.returncode == 2 and "would both write col/astronaut.mscm" in run.stderr
+    assert not (tmp_path / "col").exists()
     run = cli("compress", "chelsea", "--model", str(trained_workdir), "-o", "new/", "--lanes", "0")
     assert run.returncode == 2 and "lanes must be an integer from 1 to 4096" in run.stderr
     assert not (tmp_path / "new").exists() and "Traceback" not in run.stderr

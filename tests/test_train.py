@@ -120,6 +120,12 @@ def test_bad_configs_are_clear(tmp_path):
         tiny(**{"train.freeze": "decoder"})
     result = run_cli(tmp_path / "x", "--config.train.batchsize=8", timeout=120)
     assert result.returncode == 2 and "batch_size" in result.stderr and "Traceback" not in result.stderr
+    # Data is opened before anything is written: the failed start leaves no workdir that would
+    # refuse the corrected command (a workdir's model cannot change).
+    (tmp_path / "empty").mkdir()
+    result = run_cli(tmp_path / "y", f"--config.data.source=folder:{tmp_path / 'empty'}", timeout=120)
+    assert result.returncode == 2 and "no readable PNG/JPEG images" in result.stderr
+    assert not (tmp_path / "y").exists()
 
 
 # Trains the tiny config on the loader's own batches, but waits after step 2 (whose checkpoint

@@ -175,7 +175,10 @@ class TfdsSource(ImageSource):
         try:
             self._source = tfds.data_source(name, split=split, data_dir=data_dir)
         except Exception as e:  # tfds raises many types for a missing/unprepared dataset.
-            raise ValueError(f"cannot open tfds dataset {name!r} split {split!r}: {e}") from e
+            raise ValueError(
+                f"cannot open tfds dataset {name!r} split {split!r}: {e} (tfds downloads and prepares a "
+                "dataset on first use, into $TFDS_DATA_DIR, default ~/tensorflow_datasets)"
+            ) from e
         self.names = [f"{name}[{split}][{i}]" for i in range(len(self._source))]
         if not self.names:
             raise ValueError(f"tfds dataset {name!r} split {split!r} is empty")

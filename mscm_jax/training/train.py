@@ -475,6 +475,8 @@ def train(
     validate(config)
     workdir = absolute_workdir(workdir)
     t_cfg = config.train
+    # Data first: a source that cannot be opened leaves no workdir behind to block a corrected retry.
+    loader, eval_images = open_data(config)
     prepare_workdir(workdir, config)
     model = CompressionModel(model_config(config))
     shardings = data_parallel_shardings(t_cfg.batch_size)
@@ -484,7 +486,6 @@ def train(
     state = jax.device_put(state, shardings.replicated)
     start_step = int(state.step)
     step_fn, eval_fn = compile_steps(model, tx, t_cfg, shardings)
-    loader, eval_images = open_data(config)
     eval_images = jax.device_put(eval_images, shardings.replicated)
     if batches is None:
         batches = loader.iterate(start_step, t_cfg.total_steps)
