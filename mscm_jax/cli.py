@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -201,9 +202,14 @@ def _planned_outputs(
     return planned
 
 
-def _write_output(path: Path, write, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
+def _refuse_existing(path: str | Path, overwrite: bool) -> None:
+    """Checked before the work: an existing output is kept unless --overwrite."""
+    if path and Path(path).exists() and not overwrite:
         raise UsageError(f"{path} exists; pass --overwrite to replace it")
+
+
+def _write_output(path: Path, write, overwrite: bool) -> None:
+    _refuse_existing(path, overwrite)
     write_atomically(path, write)
 
 
@@ -309,8 +315,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mscm_jax.coding.codec import Codec
 
     out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    _refuse_existing(out, args.overwrite)
     codec = Codec.load(args.workdir)
     if args.integer:
         from mscm_jax.training.data import calibration_images
@@ -365,6 +370,7 @@ def cmd_import_torch(args: argparse.Namespace) -> int:
     from mscm_jax.tools.torch_import import convert_state_dict, import_checkpoint, load_state_dict
 
     if args.output.endswith(MODEL_FILE_SUFFIX):  # one exported file instead of a workdir
+        _refuse_existing(args.output, args.overwrite)
         start = time.perf_counter()
         config, params = convert_state_dict(args.arch, load_state_dict(args.checkpoint))
         codec = Codec(config, params, source=os.path.abspath(args.checkpoint))
@@ -432,6 +438,7 @@ def add_import_torch_parser(sub) -> None:
         help="a new workdir, or a MODEL.mscm-model file (then also added to the model store)",
     )
     p.add_argument("--no-store", action="store_true", help="do not add a .mscm-model output to the store")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing .mscm-model output")
     p.set_defaults(func=cmd_import_torch)
 
 
@@ -440,6 +447,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if bool(args.model) == bool(args.codec):
         raise UsageError("give --model (repeatable) or --codec, not both")
+    _refuse_existing(args.output, args.overwrite)
     json_args = {"name": args.name}
     if args.codec:
         from mscm_jax.tools import baselines
@@ -618,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--codec qualities 0..100, one RD point each (default 5 10 20 ... 95)")  # fmt: skip
     p.add_argument("--images", default="samples", help="samples, samples:SCENE,... or a folder of images")
     p.add_argument("-o", "--output", default="", help="results JSON (CompressAI eval_model layout)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing results JSON")
     p.add_argument("--name", default="", help="the JSON's name (default: from the schedules)")
     p.add_argument("--max-images", type=int, default=0, help="use the first N images (0: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -645,6 +654,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return UsageError, ScheduleError, ValueError, FileNotFoundError, TrainingError, TorchMissingError
 
 
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line for the command's user, without the source line that raised it."""
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -654,7 +668,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest or overrides)}")
     args.overrides = overrides
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _print_warning
+            return args.func(args)
     except _user_errors() as e:
         print(f"mscm-jax {args.command}: error: {e}", file=sys.stderr)
         return 2

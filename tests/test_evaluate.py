@@ -79,6 +79,10 @@ def test_cli(trained_workdir, crop_dir, tmp_path, capsys):
     data = json.loads(out.read_text())
     assert len(data["results"]["bpp"]) == 2 and data["results"]["bpp"][0] == data["results"]["bpp"][1]
     assert "null" in capsys.readouterr().out  # MS-SSIM of the small crop
+    # An existing results file is kept, and refused before anything is evaluated.
+    before = out.read_text()
+    assert main([*args[:-1], "--images", "samples:nope"]) == 2
+    assert f"{out} exists; pass --overwrite" in capsys.readouterr().err and out.read_text() == before
 
 
 def test_image_specs(tmp_path):

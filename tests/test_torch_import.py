@@ -490,6 +490,8 @@ def test_cli_import_then_estimate(tmp_path, capsys):
     # Straight to one exported file: it decodes what the imported workdir encodes.
     model_file = tmp_path / "imported.mscm-model"
     assert main(["import-torch", str(tmp_path / "ckpt.npz"), "--arch", arch, "-o", str(model_file)]) == 0
+    assert main(["import-torch", str(tmp_path / "ckpt.npz"), "--arch", arch, "-o", str(model_file)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
     photo = np.asarray(Image.open(image))
     encoded = Codec.load(workdir).compress(photo)
     np.testing.assert_array_equal(Codec.load(model_file).decompress(encoded.data).y_hat, encoded.y_hat)
