@@ -339,8 +339,10 @@ def cmd_optimize_order(args: argparse.Namespace) -> int:
     from mscm_jax.tools.order_search import OrderScorer, model_latent_moments, reference_orders, search_order
 
     n, stages = args.patch, args.stages or args.patch**2
-    if n < 1 or not 1 <= stages <= n * n:
-        raise UsageError(f"--patch must be >= 1 and --stages in 1..{n * n}, got {n} and {stages}")
+    if n < 1:
+        raise UsageError(f"--patch must be >= 1, got {n}")
+    if not 1 <= stages <= n * n:
+        raise UsageError(f"--stages must be in 1..{n * n} for --patch {n}, got {stages}")
     start = time.perf_counter()
     moments, about = model_latent_moments(args.model, args.images, args.max_images, n)
     latent_seconds = time.perf_counter() - start
@@ -415,7 +417,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(f"removed {entry.short} ({entry.describe()}, {entry.schedule or '?'}) from {store.root}")
         return 0
     entries = store.entries()
-    print(f"{len(entries)} models in {store.root} ($MSCM_JAX_MODELS to use another store)")
+    count = f"{len(entries)} model{'' if len(entries) == 1 else 's'}"
+    print(f"{count} in {store.root} ($MSCM_JAX_MODELS to use another store)")
     if entries:
         print("\n".join(listing_lines(entries)))
     return 0

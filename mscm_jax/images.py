@@ -73,6 +73,8 @@ def read_image(path: str | epath.Path) -> tuple[np.ndarray, tuple[str, ...]]:
                 else:
                     array = np.asarray(img.convert("RGB"))
                     notices.append(f"Pillow mode {mode} image converted to RGB")
+        except Image.UnidentifiedImageError as e:
+            raise ValueError(f"cannot read image {path}: not an image file that Pillow can read") from e
         except (OSError, Image.DecompressionBombError) as e:
             raise ValueError(f"cannot read image {path}: {e}") from e
     image, converted = as_rgb_uint8(array)

@@ -29,6 +29,16 @@ def test_pixels_of_unknown_range_are_refused(tmp_path, array, kind):
         images.read_image(tmp_path / "x.tiff")
 
 
+def test_files_that_are_not_images_are_named(tmp_path):
+    (tmp_path / "notes.png").write_text("not a PNG")
+    with pytest.raises(ValueError, match=r"notes\.png: not an image file that Pillow can read"):
+        images.read_image(tmp_path / "notes.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "cut.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "cut.png").read_bytes()[:40])
+    with pytest.raises(ValueError, match=r"cannot read image .*cut.png: "):
+        images.read_image(tmp_path / "cut.png")
+
+
 def test_palette_and_alpha_images_are_converted_with_notices(tmp_path):
     grey = np.arange(20, dtype=np.uint8).reshape(4, 5) * 10
     Image.fromarray(grey).convert("P").save(tmp_path / "p.png")

@@ -89,7 +89,7 @@ def test_a_model_file_is_added_as_a_hard_link_once(store, models, capsys):
     assert {p.name: p.stat().st_mtime_ns for p in store.root.iterdir()} == before
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert "1 models in" in out and codec.fingerprint[:16] in out and codec.fingerprint[:17] not in out
+    assert "1 model in" in out and codec.fingerprint[:16] in out and codec.fingerprint[:17] not in out
     assert "mbt2018 N=4 M=4 K=1" in out and "checkerboard" in out
     assert model_store.format_size(os.path.getsize(path)) in out
     assert str(path.resolve()) in out

@@ -79,4 +79,4 @@ def test_optimize_order_with_fewer_stages_on_a_folder(workdir, tmp_path, capsys)
 def test_bad_stage_count_is_one_line(workdir, capsys):
     assert main(["optimize-order", "--model", str(workdir), "--patch", "2", "--stages", "5"]) == 2
     err = capsys.readouterr().err
-    assert "--stages in 1..4" in err and "Traceback" not in err
+    assert "--stages must be in 1..4" in err and "Traceback" not in err
