@@ -122,12 +122,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     summary = train(config, args.workdir, progress=not args.no_progress)
     ev = summary.last_eval
-    print(
-        f"trained {summary.steps_run} steps in {summary.seconds:.1f} s "
-        f"({summary.steps_per_second:.2f} steps/s); "
-        f"input pipeline {summary.input_images_per_second:.0f} images/s; "
-        f"skipped non-finite steps: {summary.skipped_steps}"
-    )
+    if summary.steps_run:
+        print(
+            f"trained {summary.steps_run} steps in {summary.seconds:.1f} s "
+            f"({summary.steps_per_second:.2f} steps/s); "
+            f"input pipeline {summary.input_images_per_second:.0f} images/s; "
+            f"skipped non-finite steps: {summary.skipped_steps}"
+        )
+    else:
+        print(
+            f"nothing to train: the run is at step {int(summary.state.step)} and "
+            f"total_steps is {config.train.total_steps}"
+        )
     print(
         f"process {summary.process_index}/{summary.process_count}: parameters sha256 "
         f"{summary.params_sha256[:16]}"

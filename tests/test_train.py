@@ -180,6 +180,9 @@ def test_resume_after_sigkill_is_exact(tmp_path):
     _, b, step = params_of(tmp_path / "resumed")
     assert step == 4
     assert_trees_equal(a, b)
+    again = run_cli(tmp_path / "straight", "--config.train.total_steps=3")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "nothing to train: the run is at step 4 and total_steps is 3" in again.stdout
 
 
 def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
