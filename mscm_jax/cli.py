@@ -248,6 +248,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
     print(f"model {args.model}: {codec.config.transform}, N={codec.config.N}, M={codec.config.M}, "
           f"K={codec.config.num_mixtures}, schedule {codec.schedule.name}, "
           f"fingerprint {codec.fingerprint[:16]}")  # fmt: skip
+    if codec.integer is None:
+        print(
+            "files: coder 4 (float entropy networks): they decode where these networks compute bit for bit "
+            "alike (same backend and CPU instruction set); `mscm-jax export --integer` makes portable ones"
+        )
+    else:
+        print("files: coder 5 (the integer path): they decode to the same latent on every backend")
     if not args.no_store:
         _store_model(codec, args.model, args.model)
 

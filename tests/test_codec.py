@@ -290,6 +290,7 @@ def test_cli_compress_decompress_and_export(trained_workdir, tmp_path):
     run = cli("compress", "chelsea", "astronaut", "in", "--model", str(trained_workdir), "-o", "out/",
               "--lanes", "5")  # fmt: skip
     assert run.returncode == 0, run.stderr
+    assert "files: coder 4 (float entropy networks)" in run.stdout
     assert "grey16.png: notice: 16-bit pixels reduced to 8 bits" in run.stdout
     assert "grey16.png: notice: grayscale image converted to RGB" in run.stdout
     assert (tmp_path / "out" / "sub" / "grey16.mscm").is_file()

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import serialization
+from PIL import Image
 
 from mscm_jax.coding import bitstream, integer_cdf, integer_path, model_file
 from mscm_jax.coding.codec import Codec
@@ -322,5 +323,10 @@ def test_cli_exports_the_integer_path(trained_workdir, tmp_path):
     assert "integer path calibrated on 1 images" in run.stdout
     loaded = Codec.load(tmp_path / "m.mscm-model")
     assert loaded.integer is not None and loaded.coder == bitstream.CODER_RANS_INTEGER
+    Image.fromarray(load_sample("chelsea")[:40, :56]).save(tmp_path / "crop.png")
+    run = cli("compress", "crop.png", "--model", "m.mscm-model", "--no-store")
+    assert run.returncode == 0, run.stderr
+    assert "files: coder 5 (the integer path)" in run.stdout
+    assert bitstream.unpack((tmp_path / "crop.mscm").read_bytes())[0].coder == bitstream.CODER_RANS_INTEGER
     run = cli("estimate", "--integer")
     assert run.returncode == 2 and "--integer needs --model" in run.stderr
