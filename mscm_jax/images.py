@@ -7,6 +7,8 @@ convert the same way.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from etils import epath
 from PIL import Image
@@ -20,6 +22,8 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 def as_rgb_uint8(image: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
     """uint8 (H, W, 3) of a uint8 grey (H, W) or (H, W, 1), RGB or RGBA array; and what was converted."""
+    if isinstance(image, (str, bytes, os.PathLike)):
+        raise ValueError(f"expected an image array, got the path {image!r}: read it with mscm_jax.load_image")
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise ValueError(f"expected an 8-bit image (uint8), got {image.dtype}")

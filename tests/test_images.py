@@ -1,5 +1,7 @@
 """Image files and arrays to uint8 RGB: every conversion named, nothing clipped, unknown ranges refused."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -67,3 +69,6 @@ def test_arrays_convert_or_are_refused():
     for shape in ((3, 4, 2), (0, 4), (0, 4, 3), (3,)):
         with pytest.raises(ValueError, match="expected a grayscale, RGB or RGBA image"):
             images.as_rgb_uint8(np.zeros(shape, np.uint8))
+    for path in ("chelsea", Path("photo.png")):
+        with pytest.raises(ValueError, match="got the path .* read it with mscm_jax.load_image"):
+            images.as_rgb_uint8(path)
