@@ -70,5 +70,5 @@ def test_arrays_convert_or_are_refused():
         with pytest.raises(ValueError, match="expected a grayscale, RGB or RGBA image"):
             images.as_rgb_uint8(np.zeros(shape, np.uint8))
     for path in ("chelsea", Path("photo.png")):
-        with pytest.raises(ValueError, match="got the path .* read it with mscm_jax.load_image"):
+        with pytest.raises(ValueError, match=r"got the path .* read it with mscm_jax\.load_image"):
             images.as_rgb_uint8(path)
