@@ -173,15 +173,8 @@ def _output_path(source: str, output: str, many: bool, suffix: str) -> Path:
     return out
 
 
-def _planned_outputs(
-    specs: Sequence[str], suffixes: Sequence[str], output: str, out_suffix: str
-) -> list[tuple[str, Path]]:
-    """(input, output file) for every input; a folder stands for its `suffixes` files, recursively.
-
-    A folder's files keep their path inside it under the output folder, so equal names in
-    subfolders do not collide; inputs that would still write one file are refused before any
-    is coded (with --overwrite the later one would replace the earlier one's result).
-    """
+def _expand_folders(specs: Sequence[str], suffixes: Sequence[str]) -> list[tuple[str, Path | None]]:
+    """(input, its path inside the folder given, or None) for every input; folders expanded, recursively."""
     items: list[tuple[str, Path | None]] = []
     for spec in specs:
         folder = Path(spec)
@@ -192,6 +185,19 @@ def _planned_outputs(
         if not files:
             raise UsageError(f"{spec}: the folder holds no {', '.join(suffixes)} files")
         items += [(str(p), p.relative_to(folder)) for p in files]
+    return items
+
+
+def _planned_outputs(
+    specs: Sequence[str], suffixes: Sequence[str], output: str, out_suffix: str
+) -> list[tuple[str, Path]]:
+    """(input, output file) for every input; a folder stands for its `suffixes` files, recursively.
+
+    A folder's files keep their path inside it under the output folder, so equal names in
+    subfolders do not collide; inputs that would still write one file are refused before any
+    is coded (with --overwrite the later one would replace the earlier one's result).
+    """
+    items = _expand_folders(specs, suffixes)
     many = len(items) > 1 or any(inside is not None for _, inside in items)
     planned, writer_of = [], {}
     for spec, inside in items:
@@ -322,6 +328,41 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         )
 
     return _for_each(planned, decompress_one)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """What `.mscm` files hold, from their headers alone (nothing is decoded) and the model store."""
+    from mscm_jax.coding import bitstream
+    from mscm_jax.coding.model_store import ModelStore, ModelStoreError
+
+    store = ModelStore()
+    coders = {
+        bitstream.CODER_RANS: "4 (float entropy networks)",
+        bitstream.CODER_RANS_INTEGER: "5 (integer path: portable)",
+    }
+
+    def info_one(path: str) -> None:
+        data = Path(path).read_bytes()
+        header, payload = bitstream.unpack(data)
+        fingerprint = header.fingerprint.hex()
+        try:
+            entry = store.entry(store.resolve(fingerprint))
+            model = f"{entry.short}, in the store: {entry.describe()}, from {entry.source or '?'}"
+        except ModelStoreError:
+            model = f"{fingerprint[:16]}, not in the store {store.root}: decoding it needs --model"
+        if header.pattern is None:
+            schedule = "serial"
+        else:
+            name = next((n for n, p in BUILTIN_PATTERNS.items() if p == header.pattern), "custom")
+            schedule = f"{name} {[list(row) for row in header.pattern]}"
+        pixels = header.height * header.width
+        print(f"{path}: {header.width}x{header.height}, {len(data)} bytes, {8 * len(data) / pixels:.4f} bpp "
+              f"(payload {len(payload)} bytes, header and checksum {len(data) - len(payload)})")  # fmt: skip
+        print(f"  model {model}")
+        print(f"  schedule {schedule}; coder {coders[header.coder]}; {header.lanes} rANS lanes; "
+              f"format version {header.version}")  # fmt: skip
+
+    return _for_each([spec for spec, _ in _expand_folders(args.files, (".mscm",))], info_one)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -570,6 +611,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rANS lanes, 1-4096 (default: about sqrt(symbols) / 16): each costs about 3 bytes "
                         "per file; fewer make decoding less parallel")  # fmt: skip
     p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("info", help="what .mscm files hold, from their headers: size, model, schedule, coder")
+    p.add_argument("files", nargs="+", help=".mscm files or folders (their .mscm files, recursively)")
+    p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("decompress", help="decode .mscm files into PNG images")
     p.add_argument("files", nargs="+", help=".mscm files or folders (their .mscm files, recursively)")

@@ -296,6 +296,14 @@ def test_cli_compress_decompress_and_export(trained_workdir, tmp_path):
     assert (tmp_path / "out" / "sub" / "grey16.mscm").is_file()
     assert bitstream.unpack((tmp_path / "out" / "chelsea.mscm").read_bytes())[0].lanes == 5
     assert "bpp" in run.stdout and "tracing and compilation" in run.stdout and "stages" in run.stdout
+    # What the files hold, from their headers; the compress above stored the model.
+    run = cli("info", "out")
+    assert run.returncode == 0, run.stderr
+    chelsea = run.stdout[run.stdout.index("out/chelsea.mscm") :]
+    size = (tmp_path / "out" / "chelsea.mscm").stat().st_size
+    assert chelsea.startswith(f"out/chelsea.mscm: 451x300, {size} bytes")
+    assert "in the store: mbt2018" in chelsea and "schedule mscm2x2 [[0, 1], [2, 3]]; coder 4" in chelsea
+    assert "5 rANS lanes" in chelsea and run.stdout.count("format version 2") == 3
     assert cli("export", str(trained_workdir), "-o", "m.mscm-model").returncode == 0
     run = cli("decompress", "out", "--model", "m.mscm-model", "-o", "dec/")
     assert run.returncode == 0, run.stderr
