@@ -266,6 +266,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     def compress_one(item: tuple[str, Path]) -> None:
         spec, out = item
+        _refuse_existing(out, args.overwrite)  # before the coding, not only before the writing
         image, notices = load_image_with_notices(spec)  # uint8 RGB: the codec converts nothing more
         result = codec.compress(image)
         _write_output(out, lambda p: p.write_bytes(result.data), args.overwrite)
@@ -319,6 +320,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
     def decompress_one(item: tuple[str, Path]) -> None:
         path, out = item
+        _refuse_existing(out, args.overwrite)
         data = Path(path).read_bytes()
         result = codec_for(data).decompress(data, max_pixels=args.max_pixels)
         _write_output(out, lambda p: Image.fromarray(result.image).save(p, format="PNG"), args.overwrite)
