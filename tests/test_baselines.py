@@ -195,7 +195,7 @@ def test_train_prints_the_comparison_of_a_run(tmp_path, monkeypatch, capsys):
     workdir = untrained_workdir(tmp_path / "run", overrides)
     summary = SimpleNamespace(steps_run=0, seconds=1.0, steps_per_second=0.0, input_images_per_second=0.0,
                               skipped_steps=0, process_index=0, process_count=1, params_sha256="0" * 64,
-                              last_eval={})  # fmt: skip
+                              last_eval={}, state=SimpleNamespace(step=0))  # fmt: skip
     monkeypatch.setattr(train, "train", lambda *args, **kwargs: summary)  # the run itself is not under test
     tiny_with_webp = tmp_path / "tiny_webp.py"
     tiny_with_webp.write_text(
