@@ -199,6 +199,8 @@ def _planned_outputs(
     """
     items = _expand_folders(specs, suffixes)
     many = len(items) > 1 or any(inside is not None for _, inside in items)
+    if many and output and Path(output).suffix.lower() == out_suffix and not Path(output).is_dir():
+        raise UsageError(f"-o {output} names one file, but there are {len(items)} inputs; give a folder")
     planned, writer_of = [], {}
     for spec, inside in items:
         if inside is None:

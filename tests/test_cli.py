@@ -1,5 +1,7 @@
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +60,24 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, cap
     monkeypatch.setattr(cli, "cmd_schedules", fails_with(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):  # not swallowed into an exit code
         cli.main(["schedules"])
+
+
+def test_output_planning_expands_folders_and_refuses_clashes(tmp_path, monkeypatch):
+    from mscm_jax import cli
+
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    for name in ("a.png", "sub/a.png", "sub/b.JPG", "notes.txt"):
+        (tmp_path / "in" / name).write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    suffixes = (".png", ".jpg", ".jpeg")
+    planned = cli._planned_outputs(["in", "c.png"], suffixes, "out", ".mscm")
+    assert planned == [("in/a.png", Path("out/a.mscm")), ("in/sub/a.png", Path("out/sub/a.mscm")),
+                       ("in/sub/b.JPG", Path("out/sub/b.mscm")), ("c.png", Path("out/c.mscm"))]  # fmt: skip
+    assert cli._planned_outputs(["c.png"], suffixes, "one.mscm", ".mscm") == [("c.png", Path("one.mscm"))]
+    with pytest.raises(cli.UsageError, match=re.escape("in/a.png and x/a.png would both write out/a.mscm")):
+        cli._planned_outputs(["in", "x/a.png"], suffixes, "out", ".mscm")
+    with pytest.raises(cli.UsageError, match=re.escape("-o one.mscm names one file, but there are 3 inputs")):
+        cli._planned_outputs(["in"], suffixes, "one.mscm", ".mscm")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(cli.UsageError, match=re.escape("empty: the folder holds no .mscm files")):
+        cli._planned_outputs(["empty"], (".mscm",), "", ".png")
