@@ -28,6 +28,23 @@ def test_non_positive_scale_spread_is_refused(capsys):
     assert exit_info.value.code == 2 and "two positive scales" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["coding", "--repeats", "0"], "--repeats takes a positive integer, got 0"),
+        (["stages", "--height", "-1"], "--height takes a positive integer, got -1"),
+        (["coding", "--schedules", "checkerboard", "zigzag"], "unknown schedule 'zigzag'"),
+        (["coding", "--throughput-schedule", "[[0, 0]]"], "stage pattern must be square"),
+        (["train-step", "--transform", "bls2017"], "--transform takes one of mbt2018, cheng2020-attn"),
+    ],
+)
+def test_bad_arguments_are_one_line_before_anything_runs(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and "Traceback" not in err
+
+
 def test_entropy_decoding_runs_pair_each_run_with_the_other_codecs_run_of_the_same_turn(capsys):
     class FakeCodec:  # entropy decoding takes the next of its times
         def __init__(self, seconds):

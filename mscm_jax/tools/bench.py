@@ -35,7 +35,7 @@ import numpy as np
 
 from mscm_jax.model.context import MultistageContext
 from mscm_jax.model.entropy_models import GaussianMixtureConditional
-from mscm_jax.model.schedules import get_schedule
+from mscm_jax.model.schedules import ScheduleError, get_schedule
 from mscm_jax.model.transforms import TRANSFORMS, spread_latents
 
 
@@ -457,11 +457,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Every count and size a benchmark takes: a positive integer.
+POSITIVE_ARGUMENTS = ("height", "width", "channels", "mixtures", "repeats", "batch", "crop", "steps",
+                      "entropy_repeats")  # fmt: skip
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Bad arguments as one line naming what is accepted, before anything is built or timed."""
+    for name in POSITIVE_ARGUMENTS:
+        value = getattr(args, name, 1)
+        if value < 1:
+            parser.error(f"--{name.replace('_', '-')} takes a positive integer, got {value}")
+    for spec in [*args.schedules, getattr(args, "throughput_schedule", "checkerboard")]:
+        try:
+            get_schedule(spec)
+        except ScheduleError as e:
+            parser.error(str(e))
+    if getattr(args, "transform", "mbt2018") not in TRANSFORMS:
+        parser.error(f"--transform takes one of {', '.join(TRANSFORMS)}, got {args.transform!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "entropy_repeats", 1) < 1:
-        parser.error(f"--entropy-repeats takes a number of runs of at least 1, got {args.entropy_repeats}")
+    check_arguments(parser, args)
     if getattr(args, "scale_spread", None) and min(args.scale_spread) <= 0:
         parser.error(f"--scale-spread takes two positive scales, got {args.scale_spread}")
     if args.bench == "coding":
