@@ -550,6 +550,24 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < least:
+        raise argparse.ArgumentTypeError(f"takes an integer of at least {least}, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    return _count(text, 1)
+
+
+def _non_negative(text: str) -> int:
+    return _count(text, 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mscm-jax",
@@ -629,7 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default="", help="output file (one input) or folder (default: ./NAME.png)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse files claiming larger images")
+    p.add_argument(
+        "--max-pixels", type=_positive, default=40_000_000, help="refuse files claiming larger images"
+    )
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser(
@@ -674,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", type=int, default=4, help="n for an n x n pattern")
     p.add_argument("--stages", type=int, default=0, help="number of stages (default n*n)")
     p.add_argument("--images", default="samples", help="'samples' (built-in photos) or a folder of images")
-    p.add_argument("--max-images", type=int, default=4, help="use the first N images (0: all)")
+    p.add_argument("--max-images", type=_non_negative, default=4, help="use the first N images (0: all)")
     p.set_defaults(func=cmd_optimize_order)
 
     add_import_torch_parser(sub)
@@ -693,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="", help="results JSON (CompressAI eval_model layout)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing results JSON")
     p.add_argument("--name", default="", help="the JSON's name (default: from the schedules)")
-    p.add_argument("--max-images", type=int, default=0, help="use the first N images (0: all)")
+    p.add_argument("--max-images", type=_non_negative, default=0, help="use the first N images (0: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 

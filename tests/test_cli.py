@@ -81,3 +81,17 @@ def test_output_planning_expands_folders_and_refuses_clashes(tmp_path, monkeypat
     (tmp_path / "empty").mkdir()
     with pytest.raises(cli.UsageError, match=re.escape("empty: the folder holds no .mscm files")):
         cli._planned_outputs(["empty"], (".mscm",), "", ".png")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["evaluate", "--model", "m", "--max-images", "-1"], "--max-images: takes an integer of at least 0"),
+        (["optimize-order", "--model", "m", "--max-images", "2.5"], "at least 0, got '2.5'"),
+        (["decompress", "f.mscm", "--max-pixels", "0"], "--max-pixels: takes an integer of at least 1"),
+    ],
+)
+def test_counts_out_of_range_are_refused_by_the_parser(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
