@@ -40,6 +40,11 @@ def test_overrides_are_typed():
         ("--config.model.transform=bls2017", "valid: mbt2018, cheng2020-attn"),
         ("--config.data.source=http://x", "samples, folder:PATH or tfds"),
         ("config.train.batch_size", "must look like"),
+        ("--config.train.learning_rate=-1e-4", "learning_rate must be positive, got -0.0001"),
+        ("--config.train.grad_clip=0", "grad_clip must be positive"),
+        ("--config.train.lmbda=0", "lmbda must be positive"),
+        ("--config.train.lr_decay_at=(0.8, 1.5)", r"lr_decay_at takes fractions of total_steps in \(0, 1\)"),
+        ("--config.data.max_eval_images=0", "max_eval_images must be at least 1"),
     ],
 )
 def test_bad_overrides_name_the_valid_choices(override, message):

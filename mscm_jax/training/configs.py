@@ -181,6 +181,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"config.train.batch_size ({t.batch_size}) must be a multiple of "
             f"grad_accum_steps ({t.grad_accum_steps})"
         )
+    for name in ("learning_rate", "lmbda", "grad_clip", "lr_decay"):  # 0 would train nothing (clip: to 0)
+        if not float(t[name]) > 0:
+            raise ConfigError(f"config.train.{name} must be positive, got {t[name]}")
+    if not all(0 < f < 1 for f in t.lr_decay_at):
+        raise ConfigError(
+            f"config.train.lr_decay_at takes fractions of total_steps in (0, 1), got {t.lr_decay_at}"
+        )
+    if config.data.max_eval_images < 1 or config.data.eval_crop < 0:
+        raise ConfigError(
+            f"config.data.max_eval_images must be at least 1 and eval_crop at least 0 (0: whole images), "
+            f"got {config.data.max_eval_images} and {config.data.eval_crop}"
+        )
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"config.train.ema_decay must be in [0, 1), got {t.ema_decay}")
     if config.data.crop < 16 or config.data.crop % 16:
