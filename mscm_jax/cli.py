@@ -102,6 +102,15 @@ def _print_integer_rate(model: str, image) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from mscm_jax.training.configs import load_config
 
+    explicit = {"--coordinator": args.coordinator, "--num-processes": args.num_processes,
+                "--process-id": args.process_id}  # fmt: skip
+    given = [name for name, value in explicit.items() if value not in ("", None)]
+    if given and not args.distributed:
+        raise UsageError(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} with --distributed")
+    if given and len(given) < 3:
+        raise UsageError("--coordinator, --num-processes and --process-id go together (none: auto-detect)")
+    if given and not 0 <= args.process_id < args.num_processes:
+        raise UsageError(f"--process-id must be in 0..{args.num_processes - 1}, got {args.process_id}")
     if args.distributed:
         import jax
 

@@ -95,3 +95,17 @@ def test_counts_out_of_range_are_refused_by_the_parser(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--num-processes", "2"], "--num-processes goes with --distributed"),
+        (["--distributed", "--coordinator", "localhost:1"], "go together (none: auto-detect)"),
+        (["--distributed", "--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"], "got 2"),
+    ],
+)
+def test_distributed_options_are_checked_before_anything_starts(args, message, tmp_path, capsys):
+    tiny = Path(__file__).parent / "configs" / "tiny.py"
+    assert main(["train", "--config", str(tiny), "--workdir", str(tmp_path / "run"), *args]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
