@@ -199,8 +199,8 @@ def _expand_folders(specs: Sequence[str], suffixes: Sequence[str]) -> list[tuple
 
 def _planned_outputs(
     specs: Sequence[str], suffixes: Sequence[str], output: str, out_suffix: str
-) -> list[tuple[str, Path]]:
-    """(input, output file) for every input; a folder stands for its `suffixes` files, recursively.
+) -> dict[str, Path]:
+    """Input -> output file, in order; a folder stands for its `suffixes` files, recursively.
 
     A folder's files keep their path inside it under the output folder, so equal names in
     subfolders do not collide; inputs that would still write one file are refused before any
@@ -210,7 +210,8 @@ def _planned_outputs(
     many = len(items) > 1 or any(inside is not None for _, inside in items)
     if many and output and Path(output).suffix.lower() == out_suffix and not Path(output).is_dir():
         raise UsageError(f"-o {output} names one file, but there are {len(items)} inputs; give a folder")
-    planned, writer_of = [], {}
+    planned: dict[str, Path] = {}
+    writer_of: dict[Path, str] = {}
     for spec, inside in items:
         if inside is None:
             out = _output_path(spec, output, many, out_suffix)
@@ -221,7 +222,7 @@ def _planned_outputs(
                 f"{writer_of[out]} and {spec} would both write {out}; code them to different -o folders"
             )
         writer_of[out] = spec
-        planned.append((spec, out))
+        planned[spec] = out
     return planned
 
 
@@ -237,16 +238,13 @@ def _write_output(path: Path, write, overwrite: bool) -> None:
 
 
 def _for_each(items, work) -> int:
-    """Runs work(item) for every item; an error on one is reported and the rest go on.
-
-    An item may be an (input, output) pair: it is reported by its input.
-    """
+    """Runs work(item) for every item; an error on one is reported and the rest go on."""
     failures = 0
     for item in items:
         try:
             work(item)
         except (UsageError, ValueError, FileNotFoundError, OSError) as e:
-            print(f"{item[0] if isinstance(item, tuple) else item}: error: {e}", file=sys.stderr)
+            print(f"{item}: error: {e}", file=sys.stderr)
             failures += 1
     if failures:
         print(f"{failures} of {len(items)} failed", file=sys.stderr)
@@ -275,8 +273,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if not args.no_store:
         _store_model(codec, args.model, args.model)
 
-    def compress_one(item: tuple[str, Path]) -> None:
-        spec, out = item
+    def compress_one(spec: str) -> None:
+        out = planned[spec]
         _refuse_existing(out, args.overwrite)  # before the coding, not only before the writing
         image, notices = load_image_with_notices(spec)  # uint8 RGB: the codec converts nothing more
         result = codec.compress(image)
@@ -291,7 +289,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             f"{result.lane_bits / 8:.0f} + coder rounding {result.rounding_bits / 8:+.0f}"
         )
 
-    return _for_each(planned, compress_one)
+    return _for_each(list(planned), compress_one)
 
 
 def _store_model(codec, path: str, source: str) -> None:
@@ -329,8 +327,8 @@ def cmd_decompress(args: argparse.Namespace) -> int:
                   f"N={codec.config.N}, M={codec.config.M}, schedule {codec.schedule.name}")  # fmt: skip
         return codec
 
-    def decompress_one(item: tuple[str, Path]) -> None:
-        path, out = item
+    def decompress_one(path: str) -> None:
+        out = planned[path]
         _refuse_existing(out, args.overwrite)
         data = Path(path).read_bytes()
         result = codec_for(data).decompress(data, max_pixels=args.max_pixels)
@@ -340,7 +338,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
             f"{path} -> {out} ({width}x{height})", len(data), height * width, (), result.timings
         )
 
-    return _for_each(planned, decompress_one)
+    return _for_each(list(planned), decompress_one)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
