@@ -243,8 +243,10 @@ def _for_each(items, work) -> int:
     for item in items:
         try:
             work(item)
-        except (UsageError, ValueError, FileNotFoundError, OSError) as e:
-            print(f"{item}: error: {e}", file=sys.stderr)
+        except (UsageError, ValueError, OSError) as e:
+            # The OS's own wording ("[Errno 2] ...") for a file the user named: plain words instead.
+            missing = isinstance(e, FileNotFoundError) and e.filename
+            print(f"{item}: error: {f'no such file: {e.filename}' if missing else e}", file=sys.stderr)
             failures += 1
     if failures:
         print(f"{failures} of {len(items)} failed", file=sys.stderr)

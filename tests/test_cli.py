@@ -110,3 +110,9 @@ def test_distributed_options_are_checked_before_anything_starts(args, message, t
     tiny = Path(__file__).parent / "configs" / "tiny.py"
     assert main(["train", "--config", str(tiny), "--workdir", str(tmp_path / "run"), *args]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_a_missing_file_is_named_in_plain_words(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "missing.mscm")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: no such file: {tmp_path / 'missing.mscm'}" in err and "Errno" not in err
