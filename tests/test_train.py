@@ -224,17 +224,53 @@ def test_two_process_distributed_training(tmp_path):
     port = _free_port()
     args = ["--distributed", "--coordinator", f"localhost:{port}", "--num-processes", "2",
             "--init-timeout", "60", "--config.train.total_steps=2"]  # fmt: skip
-    procs = [run_cli(tmp_path / "shared", *args, "--process-id", str(i), wait=False) for i in range(2)]
-    outputs = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=300)
-            outputs.append((proc.returncode, out, err))
-    finally:
-        for proc in procs:
-            proc.kill()
+    outputs = _run_two_processes(tmp_path / "shared", args)
     for rc, _, err in outputs:
         assert rc == 0, err[-2000:]
     fingerprints = [next(line for line in out.splitlines() if "sha256" in line) for _, out, _ in outputs]
     assert "process 0/2" in fingerprints[0] and "process 1/2" in fingerprints[1]
     assert fingerprints[0].split()[-1] == fingerprints[1].split()[-1]
+    # Another model in that workdir: only process 0 checks config.json, and process 1 stops with its
+    # reason at once, instead of waiting for process 0 at the first collective.
+    args[2] = f"localhost:{_free_port()}"
+    outputs = _run_two_processes(tmp_path / "shared", [*args, "--config.model.schedule=checkerboard"], 120)
+    assert [rc for rc, _, _ in outputs] == [2, 2], [err[-2000:] for _, _, err in outputs]
+    assert "holds a run of another model" in outputs[0][2]
+    assert "preparing the workdir failed on process 0 of 2:" in outputs[1][2]
+    assert "holds a run of another model" in outputs[1][2]
+
+
+def _run_two_processes(workdir, args, timeout=300) -> list[tuple[int, str, str]]:
+    procs = [run_cli(workdir, *args, "--process-id", str(i), wait=False) for i in range(2)]
+    outputs = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            outputs.append((proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            proc.kill()
+    return outputs
+
+
+def test_on_every_process_runs_process_zero_first_and_fails_together(tmp_path):
+    """`on_every_process` in two processes (tests/multihost_worker.py prints one line per case)."""
+    port, worker = _free_port(), str(Path(__file__).parent / "multihost_worker.py")
+    procs = [subprocess.Popen([sys.executable, worker, str(port), str(i), str(tmp_path)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]  # fmt: skip
+    try:
+        outputs = [proc.communicate(timeout=120) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert [proc.returncode for proc in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    lines = [out.splitlines() for out, _ in outputs]
+    for i in range(2):
+        assert "prepared before the others started: True" in lines[i]
+        for first in (True, False):
+            for failing in (0, 1):
+                other = f"opening the data failed on process {failing} of 2: no data on process {failing}"
+                own = f"no data on process {failing}"
+                expected = f"ValueError: {own}" if i == failing else f"TrainingError: {other}"
+                assert f"fails on {failing}, zero first {first}: {expected}" in lines[i]

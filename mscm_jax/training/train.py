@@ -19,8 +19,8 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import flax.struct
 import jax
@@ -42,6 +42,8 @@ from mscm_jax.model.compression_model import (
 )
 from mscm_jax.training.configs import ConfigError, model_config, param_groups, to_json, validate
 from mscm_jax.training.data import BatchLoader, centre_crop, open_sources, to_float
+
+T = TypeVar("T")
 
 
 class TrainingError(RuntimeError):
@@ -343,6 +345,49 @@ def start_state(
     return state, tx
 
 
+# A failure message as every process sees it: fixed length, so that all processes gather alike.
+_MESSAGE_BYTES = 1024
+
+
+def _gather_failures(error: BaseException | None) -> list[str]:
+    """Every process's failure message ('' where it succeeded), in process order."""
+    from jax.experimental import multihost_utils
+
+    message = "" if error is None else (str(error) or type(error).__name__)
+    local = np.frombuffer(message.encode()[:_MESSAGE_BYTES].ljust(_MESSAGE_BYTES, b"\0"), np.uint8)
+    rows = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, _MESSAGE_BYTES)
+    return [row.tobytes().rstrip(b"\0").decode(errors="replace") for row in rows]
+
+
+def on_every_process(action: Callable[[], T], what: str, process_zero_first: bool = False) -> T:
+    """`action()` on every process, which all fail together if it failed on any.
+
+    Multi-host, a step that fails on one host alone (its data, or process 0's
+    workdir check) would leave the others waiting at the next collective until
+    the distributed runtime gives up; here every process raises at once, the
+    others naming the process that failed and its message. `process_zero_first`:
+    process 0 runs `action` before the others start, so that it downloads and
+    prepares a tfds dataset once (into a shared `$TFDS_DATA_DIR`) while they wait.
+    """
+    if jax.process_count() == 1:
+        return action()
+    me, result, error = jax.process_index(), None, None
+    turns = [lambda i: i == 0, lambda i: i != 0] if process_zero_first else [lambda i: True]
+    for takes_turn in turns:
+        if takes_turn(me):
+            try:
+                result = action()
+            except Exception as e:  # re-raised below, after the others have heard of it
+                error = e
+        failed = [(i, message) for i, message in enumerate(_gather_failures(error)) if message]
+        if error is not None:
+            raise error
+        if failed:
+            i, message = failed[0]
+            raise TrainingError(f"{what} failed on process {i} of {jax.process_count()}: {message}")
+    return result
+
+
 def _eval_batch(source, crop: int, limit: int) -> np.ndarray:
     count = min(len(source), limit)
     images = [to_float(centre_crop(source.load(i), crop)) for i in range(count)]
@@ -476,8 +521,8 @@ def train(
     workdir = absolute_workdir(workdir)
     t_cfg = config.train
     # Data first: a source that cannot be opened leaves no workdir behind to block a corrected retry.
-    loader, eval_images = open_data(config)
-    prepare_workdir(workdir, config)
+    loader, eval_images = on_every_process(lambda: open_data(config), "opening the data", True)
+    on_every_process(lambda: prepare_workdir(workdir, config), "preparing the workdir")
     model = CompressionModel(model_config(config))
     shardings = data_parallel_shardings(t_cfg.batch_size)
     init_key, noise_key = jax.random.split(jax.random.PRNGKey(t_cfg.seed))
