@@ -220,30 +220,49 @@ def test_four_devices_match_one_device(tmp_path):
 
 
 def test_two_process_distributed_training(tmp_path):
-    """Two processes on localhost (CPU collectives), one shared workdir, as on a pod."""
-    port = _free_port()
-    args = ["--distributed", "--coordinator", f"localhost:{port}", "--num-processes", "2",
-            "--init-timeout", "60", "--config.train.total_steps=2"]  # fmt: skip
-    outputs = _run_two_processes(tmp_path / "shared", args)
+    """Two processes on localhost (CPU collectives), one shared workdir, as on a pod: SIGTERM to one,
+    a resumed run to the end, and a failure on process 0 alone."""
+    workdir = tmp_path / "shared"
+
+    def distributed(*more):
+        return ["--distributed", "--coordinator", f"localhost:{_free_port()}", "--num-processes", "2",
+                "--init-timeout", "60", *more]  # fmt: skip
+
+    # SIGTERM reaches process 1 only: both stop after the same step, with one checkpoint (each saving
+    # at the step it heard of the signal, process 0 waited forever and nothing was saved).
+    endless = ["--config.train.total_steps=100000", "--config.train.checkpoint_every=100000",
+               "--config.train.eval_every=100000"]  # fmt: skip
+    outputs = _run_two_processes(workdir, distributed(*endless), 150, stop_process=1)
+    assert [rc for rc, _, _ in outputs] == [143, 143], [err[-2000:] for _, _, err in outputs]
+    assert all("checkpoint saved" in err for _, _, err in outputs)
+    saved = params_of(workdir)[2]
+    assert saved >= 3
+    outputs = _run_two_processes(workdir, distributed(f"--config.train.total_steps={saved + 1}"))
     for rc, _, err in outputs:
         assert rc == 0, err[-2000:]
     fingerprints = [next(line for line in out.splitlines() if "sha256" in line) for _, out, _ in outputs]
     assert "process 0/2" in fingerprints[0] and "process 1/2" in fingerprints[1]
     assert fingerprints[0].split()[-1] == fingerprints[1].split()[-1]
+    assert params_of(workdir)[2] == saved + 1
     # Another model in that workdir: only process 0 checks config.json, and process 1 stops with its
     # reason at once, instead of waiting for process 0 at the first collective.
-    args[2] = f"localhost:{_free_port()}"
-    outputs = _run_two_processes(tmp_path / "shared", [*args, "--config.model.schedule=checkerboard"], 120)
+    outputs = _run_two_processes(workdir, distributed("--config.model.schedule=checkerboard"), 120)
     assert [rc for rc, _, _ in outputs] == [2, 2], [err[-2000:] for _, _, err in outputs]
     assert "holds a run of another model" in outputs[0][2]
     assert "preparing the workdir failed on process 0 of 2:" in outputs[1][2]
     assert "holds a run of another model" in outputs[1][2]
 
 
-def _run_two_processes(workdir, args, timeout=300) -> list[tuple[int, str, str]]:
+def _run_two_processes(workdir, args, timeout=300, stop_process=None) -> list[tuple[int, str, str]]:
+    """Both processes' (return code, stdout, stderr); `stop_process` gets SIGTERM after 3 logged steps."""
     procs = [run_cli(workdir, *args, "--process-id", str(i), wait=False) for i in range(2)]
     outputs = []
     try:
+        if stop_process is not None:
+            metrics, deadline = workdir / "metrics.jsonl", time.time() + 240
+            while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+                time.sleep(0.5)
+            procs[stop_process].send_signal(signal.SIGTERM)
         for proc in procs:
             out, err = proc.communicate(timeout=timeout)
             outputs.append((proc.returncode, out, err))

@@ -190,11 +190,16 @@ def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, loader_st
     )
 
 
-def restore_checkpoint(manager: ocp.CheckpointManager, target: TrainState) -> tuple[TrainState, dict] | None:
+def restore_checkpoint(
+    manager: ocp.CheckpointManager, target: TrainState, sharding: jax.sharding.Sharding
+) -> tuple[TrainState, dict] | None:
+    """The latest checkpoint's state, its arrays placed by `sharding` (the run's replicated one:
+    arrays restored onto each process's own device cannot be placed across processes), and the
+    loader's state; None without a checkpoint."""
     step = manager.latest_step()
     if step is None:
         return None
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), target)
     restored = manager.restore(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), loader=ocp.args.JsonRestore()),
@@ -326,11 +331,12 @@ def start_state(
     workdir: epath.Path,
     manager: ocp.CheckpointManager,
     key: jax.Array,
+    replicated: jax.sharding.Sharding,
 ) -> tuple[TrainState, optax.GradientTransformation]:
     """The state a run starts from: its latest checkpoint, else a fresh init (with `init_from`'s groups)."""
     t_cfg = config.train
     state, tx = init_state(model, t_cfg, key, config.data.crop)
-    restored = restore_checkpoint(manager, state)
+    restored = restore_checkpoint(manager, state, replicated)
     if restored is not None:
         state, loader_state = restored
         if loader_state.get("seed") != t_cfg.seed:
@@ -422,19 +428,44 @@ def compile_steps(model: CompressionModel, tx: optax.GradientTransformation, tra
 
 
 class StopSignal:
-    """Within `with`, SIGTERM is recorded in `signum` instead of ending the process,
-    so that the loop can checkpoint and exit."""
+    """Whether to checkpoint and stop after a step: a pre-emption notice (SIGTERM).
+
+    One process: within `with`, SIGTERM is recorded instead of ending the
+    process. Several: the processes may hear it at different steps, or only one
+    may, and checkpoints saved at different steps wait on each other forever
+    (Orbax's save is collective); JAX's pre-emption service, which catches SIGTERM
+    itself once `jax.distributed` is up, names one step for all of them, so no
+    Python handler replaces its own.
+    """
 
     def __enter__(self) -> StopSignal:
         self.signum = None
-        self._previous = signal.signal(signal.SIGTERM, self._record)
+        self._distributed = jax.process_count() > 1
+        if not self._distributed:
+            self._previous = signal.signal(signal.SIGTERM, self._record)
         return self
 
     def _record(self, signum, _frame) -> None:
         self.signum = signum
 
+    def after(self, step: int) -> int | None:
+        """The signal to stop for after step `step` (every process calls this at every step), or None."""
+        if self._distributed and _reached_preemption_sync_point(step):
+            self.signum = signal.SIGTERM
+        return self.signum
+
     def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
+        if not self._distributed:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _reached_preemption_sync_point(step: int) -> bool:
+    from jax.experimental import multihost_utils
+
+    try:
+        return multihost_utils.reached_preemption_sync_point(step)
+    except RuntimeError:  # the service is off (`jax_enable_preemption_service`): SIGTERM ends the process
+        return False
 
 
 class RunLog:
@@ -497,7 +528,8 @@ def evaluate(eval_fn, state: TrainState, images: jax.Array, use_ema: bool) -> di
 
 def _exit_for_signal(manager: ocp.CheckpointManager, signum: int, step: int) -> None:
     manager.wait_until_finished()
-    print(f"\nstopped by signal {signum} at step {step}; checkpoint saved, "
+    where = " on one of the processes" if jax.process_count() > 1 else ""
+    print(f"\nstopped by signal {signum}{where} at step {step}; checkpoint saved, "
           f"re-run the same command to resume", file=sys.stderr)  # fmt: skip
     raise SystemExit(128 + signum)
 
@@ -527,7 +559,7 @@ def train(
     shardings = data_parallel_shardings(t_cfg.batch_size)
     init_key, noise_key = jax.random.split(jax.random.PRNGKey(t_cfg.seed))
     manager = checkpoint_manager(workdir, t_cfg.keep_checkpoints)
-    state, tx = start_state(model, config, workdir, manager, init_key)
+    state, tx = start_state(model, config, workdir, manager, init_key, shardings.replicated)
     state = jax.device_put(state, shardings.replicated)
     start_step = int(state.step)
     step_fn, eval_fn = compile_steps(model, tx, t_cfg, shardings)
@@ -553,11 +585,12 @@ def train(
                     last_train = log.train(done, metrics)
                 if due(done, t_cfg.eval_every):
                     last_eval = log.eval(done, evaluate(eval_fn, state, eval_images, t_cfg.ema_decay > 0))
-                if due(done, t_cfg.checkpoint_every) or stop.signum:
+                signum = stop.after(done)
+                if due(done, t_cfg.checkpoint_every) or signum:
                     save_checkpoint(manager, state, {"seed": t_cfg.seed, "next_step": int(state.step)})
                 steps_run += 1
-                if stop.signum:
-                    _exit_for_signal(manager, stop.signum, done)
+                if signum:
+                    _exit_for_signal(manager, signum, done)
     finally:
         log.close()
         manager.wait_until_finished()
