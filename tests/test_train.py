@@ -244,6 +244,13 @@ def test_two_process_distributed_training(tmp_path):
     assert "process 0/2" in fingerprints[0] and "process 1/2" in fingerprints[1]
     assert fingerprints[0].split()[-1] == fingerprints[1].split()[-1]
     assert params_of(workdir)[2] == saved + 1
+    # A new run that starts from that one (before, both `init_from` and resuming stopped with "does not
+    # support cross-host device transfers": the loaded arrays sat on each process's own device).
+    start_from = distributed("--config.train.total_steps=1", f"--config.train.init_from={workdir}")
+    outputs = _run_two_processes(tmp_path / "next", start_from)
+    for rc, _, err in outputs:
+        assert rc == 0, err[-2000:]
+        assert f"from {workdir} step {saved + 1}" in err
     # Another model in that workdir: only process 0 checks config.json, and process 1 stops with its
     # reason at once, instead of waiting for process 0 at the first collective.
     outputs = _run_two_processes(workdir, distributed("--config.model.schedule=checkerboard"), 120)

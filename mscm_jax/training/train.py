@@ -344,6 +344,8 @@ def start_state(
         print(f"resuming from step {int(state.step)} in {workdir}", file=sys.stderr)
     elif t_cfg.init_from:
         _, source_params, source_step = load_workdir_params(t_cfg.init_from)
+        # On the host: arrays on this process's device could not be placed across processes.
+        source_params = jax.device_get(source_params)
         groups = param_groups(t_cfg.init_from_groups) or set(state.params["params"])
         params = _take_groups(state.params, source_params, groups, f"{t_cfg.init_from} (step {source_step})")
         state = TrainState(state.step, params, tx.init(params), initial_ema(params, t_cfg))
