@@ -125,7 +125,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         # CPU processes need a collectives backend to talk to each other.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(**kwargs)
+        try:
+            jax.distributed.initialize(**kwargs)
+        except ValueError as e:
+            if kwargs:
+                raise
+            raise UsageError(
+                f"--distributed found no cluster to join ({str(e).rstrip('.')}): JAX detects Cloud TPU, "
+                "Slurm, Open MPI and Kubernetes jobs; elsewhere give --coordinator HOST:PORT, "
+                "--num-processes and --process-id"
+            ) from e
     config = load_config(args.config, args.overrides)
     from mscm_jax.training.train import train
 

@@ -1,3 +1,4 @@
+import os
 import re
 import subprocess
 import sys
@@ -110,6 +111,21 @@ def test_distributed_options_are_checked_before_anything_starts(args, message, t
     tiny = Path(__file__).parent / "configs" / "tiny.py"
     assert main(["train", "--config", str(tiny), "--workdir", str(tmp_path / "run"), *args]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_distributed_without_a_cluster_says_what_to_give(tmp_path):
+    # A subprocess: jax.distributed.initialize changes global state. No cluster variables, so that
+    # JAX's auto-detection finds nothing to join wherever the tests run.
+    launchers = ("SLURM_", "OMPI_", "PMI_", "KUBERNETES_", "TPU_", "CLOUD_TPU")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(launchers)}
+    tiny = Path(__file__).parent / "configs" / "tiny.py"
+    args = ["train", "--config", str(tiny), "--workdir", str(tmp_path / "run"), "--distributed"]
+    result = subprocess.run([sys.executable, "-m", "mscm_jax.cli", *args], capture_output=True, text=True,
+                            timeout=120, env=env)  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "--distributed found no cluster to join" in result.stderr
+    assert "--coordinator HOST:PORT" in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_missing_file_is_named_in_plain_words(tmp_path, capsys):
