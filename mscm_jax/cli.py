@@ -711,7 +711,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--patch", type=int, default=4, help="n for an n x n pattern")
     p.add_argument("--stages", type=int, default=0, help="number of stages (default n*n)")
-    p.add_argument("--images", default="samples", help="'samples' (built-in photos) or a folder of images")
+    p.add_argument(
+        "--images", default="samples", help="'samples' (built-in photos), an image file or a folder of images"
+    )
     p.add_argument("--max-images", type=_non_negative, default=4, help="use the first N images (0: all)")
     p.set_defaults(func=cmd_optimize_order)
 
@@ -727,7 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a classical codec (through Pillow) instead of --model")  # fmt: skip
     p.add_argument("--qualities", type=int, nargs="+", default=None,
                    help="--codec qualities 0..100, one RD point each (default 5 10 20 ... 95)")  # fmt: skip
-    p.add_argument("--images", default="samples", help="samples, samples:SCENE,... or a folder of images")
+    p.add_argument(
+        "--images", default="samples", help="samples, samples:SCENE,..., an image file or a folder of images"
+    )
     p.add_argument("-o", "--output", default="", help="results JSON (CompressAI eval_model layout)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing results JSON")
     p.add_argument("--name", default="", help="the JSON's name (default: from the schedules)")

@@ -28,6 +28,14 @@ def codec(trained_workdir):
     return Codec.load(trained_workdir)
 
 
+def test_images_are_a_folder_or_one_file(crop_dir):
+    folder = evaluate.load_images(str(crop_dir))
+    [(name, image)] = evaluate.load_images(str(crop_dir / "b.png"))
+    assert name == "b.png" and np.array_equal(image, folder[1][1])
+    with pytest.raises(FileNotFoundError, match="no such image file or folder"):
+        evaluate.load_images(str(crop_dir / "c.png"))
+
+
 def test_numbers_agree_with_the_codec(codec, crop_dir):
     images = evaluate.load_images(str(crop_dir))
     assert [n for n, _ in images] == ["a.png", "b.png"]

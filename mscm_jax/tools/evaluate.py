@@ -110,10 +110,11 @@ def load_images(spec: str, max_images: int = 0) -> list[tuple[str, np.ndarray]]:
 
     `samples`: every view of the built-in sample photos (`data.SAMPLE_SCENES`);
     `samples:SCENE,SCENE`: those scenes' views (e.g. the default held-out
-    `samples:chelsea,stereo_motorcycle`); otherwise a folder of PNG/JPEG files,
-    searched recursively, in sorted order. `max_images` > 0 keeps the first ones.
+    `samples:chelsea,stereo_motorcycle`); an image file (named by its file
+    name); otherwise a folder of PNG/JPEG files, searched recursively, in
+    sorted order. `max_images` > 0 keeps the first ones.
     """
-    from mscm_jax.training.data import SAMPLE_SCENES, FolderSource, load_sample
+    from mscm_jax.training.data import SAMPLE_SCENES, FolderSource, load_sample, read_image
 
     if spec == "samples" or spec.startswith("samples:"):
         scenes = [s for s in spec.partition(":")[2].split(",") if s] or list(SAMPLE_SCENES)
@@ -123,8 +124,12 @@ def load_images(spec: str, max_images: int = 0) -> list[tuple[str, np.ndarray]]:
         names = [view for scene in scenes for view in SAMPLE_SCENES[scene]]
         names = names[:max_images] if max_images > 0 else names
         return [(name, load_sample(name)) for name in names]
+    if os.path.isfile(spec):
+        return [(os.path.basename(spec), read_image(spec))]
     if not os.path.isdir(spec) and "://" not in spec:
-        raise FileNotFoundError(f"--images {spec!r}: not a folder (or 'samples', 'samples:SCENE,...')")
+        raise FileNotFoundError(
+            f"--images {spec!r}: no such image file or folder (or 'samples', 'samples:SCENE,...')"
+        )
     source = FolderSource(spec)  # ValueError if it holds no readable image
     count = len(source) if max_images <= 0 else min(max_images, len(source))
     root = str(source.root).rstrip("/") + "/"
