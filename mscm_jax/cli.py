@@ -21,14 +21,15 @@ class UsageError(Exception):
 def cmd_schedules(args: argparse.Namespace) -> int:
     names = args.names or list(BUILTIN_PATTERNS)
     schedules = [get_schedule(n) for n in names]
-    m = args.latent_channels
-    print(f"{'schedule':<16}{'patch':>7}{'stages':>8}{'anchors':>9}{'context params (M=' + str(m) + ')':>26}")
+    m, width = args.latent_channels, max(16, *(len(s.name) + 2 for s in schedules))
+    params_header = f"context params (M={m})"
+    print(f"{'schedule':<{width}}{'patch':>7}{'stages':>8}{'anchors':>9}{params_header:>26}")
     for s in schedules:
         patch = "-" if s.is_serial else f"{s.patch_size}x{s.patch_size}"
         stages = "H*W" if s.is_serial else str(s.num_stages)
         anchors = "-" if s.is_serial else f"{s.anchor_fraction:.4f}"
         params = s.num_context_weight_sets * s.kernel_size**2 * m * 2 * m
-        print(f"{s.name:<16}{patch:>7}{stages:>8}{anchors:>9}{params:>26,}")
+        print(f"{s.name:<{width}}{patch:>7}{stages:>8}{anchors:>9}{params:>26,}")
     if not args.no_draw:
         for s in schedules:
             print(f"\n{s.name}:")
@@ -784,6 +785,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like, which stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
 
 
 if __name__ == "__main__":

@@ -128,6 +128,18 @@ def test_distributed_without_a_cluster_says_what_to_give(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_output_into_a_closed_pipe_ends_quietly():
+    """`mscm-jax schedules | head -1`: the reader is gone before the output is written."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run([sys.executable, "-m", "mscm_jax.cli", "schedules"], stdout=write,
+                                stderr=subprocess.PIPE, text=True, timeout=120)  # fmt: skip
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (141, "")
+
+
 def test_a_missing_file_is_named_in_plain_words(tmp_path, capsys):
     assert main(["info", str(tmp_path / "missing.mscm")]) == 2
     err = capsys.readouterr().err
