@@ -196,6 +196,9 @@ def test_remove_by_unique_prefix_and_ambiguous_prefixes(store, models, capsys):
     assert store.fingerprints() == [twin]
     with pytest.raises(ModelNotFoundError, match="models add PATH"):
         store.resolve(fp1[:6])
+    assert main(["models", "remove", fp1[:6]]) == 2  # removing what is not there: no advice to add it
+    err = capsys.readouterr().err
+    assert "`mscm-jax models` lists what it holds" in err and "models add" not in err
     with pytest.raises(ModelStoreError, match="not a fingerprint"):
         store.resolve("xyz")
 

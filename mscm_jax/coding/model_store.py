@@ -175,16 +175,15 @@ class ModelStore:
                 continue
         return out
 
-    def resolve(self, prefix: str) -> str:
-        """The full fingerprint of a stored model from a unique prefix (hex, any case)."""
+    def resolve(self, prefix: str, hint: str = ADD_HINT) -> str:
+        """The full fingerprint of a stored model from a unique prefix (hex, any case); `hint` ends
+        the message when none matches."""
         prefix = prefix.strip().lower()
         if not prefix or not re.fullmatch(r"[0-9a-f]+", prefix):
             raise ModelStoreError(f"{prefix!r} is not a fingerprint (hex digits)")
         matches = [f for f in self.fingerprints() if f.startswith(prefix)]
         if not matches:
-            raise ModelNotFoundError(
-                f"no model with fingerprint {prefix} in the store {self.root}; {ADD_HINT}"
-            )
+            raise ModelNotFoundError(f"no model with fingerprint {prefix} in the store {self.root}; {hint}")
         if len(matches) > 1:
             shown = ", ".join(m[:16] for m in matches[:5]) + (", ..." if len(matches) > 5 else "")
             raise ModelStoreError(
@@ -342,7 +341,7 @@ class ModelStore:
 
     def remove(self, prefix: str) -> StoredModel:
         """Removes the entry of a unique fingerprint prefix; returns what it was."""
-        fingerprint = self.resolve(prefix)
+        fingerprint = self.resolve(prefix, hint="`mscm-jax models` lists what it holds")
         entry = self.entry(fingerprint)
         self.model_path(fingerprint).unlink(missing_ok=True)
         self.meta_path(fingerprint).unlink(missing_ok=True)
