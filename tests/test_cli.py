@@ -141,6 +141,10 @@ def test_output_into_a_closed_pipe_ends_quietly():
 
 
 def test_a_missing_file_is_named_in_plain_words(tmp_path, capsys):
-    assert main(["info", str(tmp_path / "missing.mscm")]) == 2
+    missing = tmp_path / "missing.mscm"
+    assert main(["info", str(missing)]) == 2
     err = capsys.readouterr().err
-    assert f"error: no such file: {tmp_path / 'missing.mscm'}" in err and "Errno" not in err
+    assert f"error: no such file: {missing}" in err and "Errno" not in err
+    assert main(["plot", str(missing.with_suffix(".json")), "-o", str(tmp_path / "rd.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: no such file: {missing.with_suffix('.json')}" in err and "Errno" not in err
