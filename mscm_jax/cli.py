@@ -391,15 +391,20 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from mscm_jax.coding.codec import Codec
 
+    calibration = {"--calibration": args.calibration, "--calibration-images": args.calibration_images}
+    given = [name for name, value in calibration.items() if value is not None]
+    if given and not args.integer:  # else a float-path model, exported without a word
+        raise UsageError(f"{' and '.join(given)} {'goes' if len(given) == 1 else 'go'} with --integer")
     out = Path(args.output)
     _refuse_existing(out, args.overwrite)
     codec = Codec.load(args.workdir)
     if args.integer:
         from mscm_jax.training.data import calibration_images
 
-        images = calibration_images(args.calibration, args.calibration_images)
+        source = args.calibration or "samples"
+        images = calibration_images(source, args.calibration_images or 4)
         codec = codec.with_integer_path(images)
-        print(f"integer path calibrated on {len(images)} images of {args.calibration}")
+        print(f"integer path calibrated on {len(images)} images of {source}")
     size = codec.export(out)
     print(
         f"exported {args.workdir} (step {codec.step}) -> {out}: {size} bytes, "
@@ -684,10 +689,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="add the integer entropy-parameter path (post-training, calibrated): files coded with "
         "the exported model decode on every backend",
     )  # fmt: skip
-    p.add_argument(
-        "--calibration", default="samples", help="images to calibrate on: samples, folder:PATH or tfds:NAME"
-    )
-    p.add_argument("--calibration-images", type=int, default=4, help="how many (centre crops of 512 pixels)")
+    p.add_argument("--calibration", help="with --integer, images to calibrate on: samples (default), "
+                   "folder:PATH or tfds:NAME")  # fmt: skip
+    p.add_argument("--calibration-images", type=_positive, help="with --integer, how many (centre crops "
+                   "of 512 pixels; default 4)")  # fmt: skip
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

@@ -113,6 +113,13 @@ def test_distributed_options_are_checked_before_anything_starts(args, message, t
     assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("args", [["--calibration", "samples"], ["--calibration-images", "2"]])
+def test_calibration_options_without_integer_are_refused(args, tmp_path, capsys):
+    out = tmp_path / "m.mscm-model"
+    assert main(["export", str(tmp_path / "workdir"), "-o", str(out), "--no-store", *args]) == 2
+    assert f"{args[0]} goes with --integer" in capsys.readouterr().err and not out.exists()
+
+
 def test_distributed_without_a_cluster_says_what_to_give(tmp_path):
     # A subprocess: jax.distributed.initialize changes global state. No cluster variables, so that
     # JAX's auto-detection finds nothing to join wherever the tests run.
