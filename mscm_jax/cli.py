@@ -531,7 +531,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from mscm_jax.tools.evaluate import evaluate_models, load_images, summary_lines, write_results_json
 
     if bool(args.model) == bool(args.codec):
-        raise UsageError("give --model (repeatable) or --codec, not both")
+        what = "not both" if args.model else "one of them: what to evaluate"
+        raise UsageError(f"give --model (repeatable) or --codec, {what}")
     _refuse_existing(args.output, args.overwrite)
     json_args = {"name": args.name}
     if args.codec:

@@ -120,6 +120,15 @@ def test_calibration_options_without_integer_are_refused(args, tmp_path, capsys)
     assert f"{args[0]} goes with --integer" in capsys.readouterr().err and not out.exists()
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [([], "or --codec, one of them"), (["--model", "m", "--codec", "jpeg"], "or --codec, not both")],
+)
+def test_evaluate_needs_a_model_or_a_codec(args, message, tmp_path, capsys):
+    assert main(["evaluate", *args, "-o", str(tmp_path / "r.json")]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_distributed_without_a_cluster_says_what_to_give(tmp_path):
     # A subprocess: jax.distributed.initialize changes global state. No cluster variables, so that
     # JAX's auto-detection finds nothing to join wherever the tests run.
