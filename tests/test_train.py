@@ -262,9 +262,7 @@ def test_two_process_distributed_training(tmp_path):
 
 def _run_two_processes(workdir, args, timeout=300, stop_process=None) -> list[tuple[int, str, str]]:
     """Both processes' (return code, stdout, stderr); `stop_process` gets SIGTERM after 3 logged steps."""
-    # One compilation cache for the test's runs: they compile the same programs for the same 2 processes.
-    env = {"JAX_COMPILATION_CACHE_DIR": str(workdir.parent / "jax-cache")}
-    procs = [run_cli(workdir, *args, "--process-id", str(i), wait=False, env=env) for i in range(2)]
+    procs = [run_cli(workdir, *args, "--process-id", str(i), wait=False) for i in range(2)]
     outputs = []
     try:
         if stop_process is not None:
