@@ -3,12 +3,14 @@
     mscm-jax train --config launch/paper.py:mscm4x4-paper,q3 --workdir workdirs/mscm4x4-paper-q3
     mscm-jax train --config launch/paper.py:checkerboard,q6,mbt2018 --workdir ...
 
-Argument: SCHEDULE,qQ[,mbt2018]. SCHEDULE is any built-in schedule name; Q in
+Argument: SCHEDULE,qQ[,mbt2018]. SCHEDULE is any built-in schedule name (for a
+pattern of your own, add --config.model.schedule='[[0, 2], [3, 1]]'); Q in
 1..6 picks the MSE lambda (0.0018 ... 0.0483) and the channel count (N = M =
 128 for q1-3, 192 for q4-6, as the authors' and CompressAI's released models).
 `mbt2018` swaps in the Minnen 2018 transforms with CompressAI's conventions
 (one Gaussian, y - mean rounding, M = 320 above q4). Data: CLIC through
-tensorflow-datasets (prepare it first, or set --config.data.source=folder:PATH).
+tensorflow-datasets, downloaded and prepared on first use (on several hosts by
+process 0 first), or --config.data.source=folder:PATH.
 """
 
 from mscm_jax.model.schedules import BUILTIN_PATTERNS
@@ -25,7 +27,10 @@ FAMILY_SETTINGS = {
 def get_config(arg: str = "mscm4x4-paper,q3"):
     parts = [p.strip() for p in arg.split(",") if p.strip()]
     if len(parts) not in (2, 3) or not parts[1].startswith("q") or not parts[1][1:].isdigit():
-        raise ConfigError(f"launch/paper.py takes SCHEDULE,qQ[,mbt2018], got {arg!r}")
+        raise ConfigError(
+            f"launch/paper.py takes SCHEDULE,qQ[,mbt2018], got {arg!r} (a pattern of your own goes in "
+            "--config.model.schedule)"
+        )
     schedule, quality = parts[0], int(parts[1][1:])
     if schedule not in BUILTIN_PATTERNS:
         raise ConfigError(f"unknown schedule {schedule!r}; valid: {', '.join(BUILTIN_PATTERNS)}")

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -52,10 +53,21 @@ def test_bad_overrides_name_the_valid_choices(override, message):
         load_config(str(LAUNCH / "quickstart.py"), [override])
 
 
-@pytest.mark.parametrize("arg", ["mscm4x4-paper", "mscm9x9,q3", "mscm2x2,q7", "mscm2x2,q3,bls2017"])
-def test_paper_config_rejects_bad_arguments(arg):
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize(
+    "arg, message",
+    [("mscm4x4-paper", "takes SCHEDULE,qQ"), ("mscm9x9,q3", "unknown schedule 'mscm9x9'"),
+     ("mscm2x2,q7", "q1..q6"), ("mscm2x2,q3,bls2017", "transform must be one of"),
+     ("[[0,1],[1,0]],q3", "a pattern of your own goes in --config.model.schedule")],
+)  # fmt: skip
+def test_paper_config_rejects_bad_arguments(arg, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(f"{LAUNCH / 'paper.py'}:{arg}")
+
+
+def test_paper_config_takes_a_pattern_of_your_own_as_an_override():
+    own = "--config.model.schedule=[[0, 2], [3, 1]]"
+    config = load_config(f"{LAUNCH / 'paper.py'}:mscm4x4-paper,q3", [own])
+    assert config.model.schedule == "[[0, 2], [3, 1]]" and config.model.M == 128
 
 
 def test_missing_config_file():
