@@ -18,6 +18,14 @@ class UsageError(Exception):
     """A user mistake, reported as one line without a traceback."""
 
 
+def _refuse_without(switch: str, on: bool, options: dict[str, object]) -> None:
+    """Options that mean something only with `switch`, refused without it rather than ignored."""
+    given = [name for name, value in options.items() if value not in (None, "")]
+    if given and not on:
+        names = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"
+        raise UsageError(f"{names} {'goes' if len(given) == 1 else 'go'} with {switch}")
+
+
 def cmd_schedules(args: argparse.Namespace) -> int:
     names = args.names or list(BUILTIN_PATTERNS)
     schedules = [get_schedule(n) for n in names]
@@ -105,9 +113,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     explicit = {"--coordinator": args.coordinator, "--num-processes": args.num_processes,
                 "--process-id": args.process_id}  # fmt: skip
+    _refuse_without("--distributed", args.distributed, explicit)
     given = [name for name, value in explicit.items() if value not in ("", None)]
-    if given and not args.distributed:
-        raise UsageError(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} with --distributed")
     if given and len(given) < 3:
         raise UsageError("--coordinator, --num-processes and --process-id go together (none: auto-detect)")
     if given and not 0 <= args.process_id < args.num_processes:
@@ -391,10 +398,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from mscm_jax.coding.codec import Codec
 
+    # Else a float-path model, exported without a word.
     calibration = {"--calibration": args.calibration, "--calibration-images": args.calibration_images}
-    given = [name for name, value in calibration.items() if value is not None]
-    if given and not args.integer:  # else a float-path model, exported without a word
-        raise UsageError(f"{' and '.join(given)} {'goes' if len(given) == 1 else 'go'} with --integer")
+    _refuse_without("--integer", args.integer, calibration)
     out = Path(args.output)
     _refuse_existing(out, args.overwrite)
     codec = Codec.load(args.workdir)
@@ -533,6 +539,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if bool(args.model) == bool(args.codec):
         what = "not both" if args.model else "one of them: what to evaluate"
         raise UsageError(f"give --model (repeatable) or --codec, {what}")
+    _refuse_without("--codec", bool(args.codec), {"--qualities": args.qualities})
     _refuse_existing(args.output, args.overwrite)
     json_args = {"name": args.name}
     if args.codec:
@@ -550,8 +557,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         from mscm_jax.coding.codec import enable_compilation_cache
 
-        if args.qualities:
-            raise UsageError("--qualities goes with --codec")
         enable_compilation_cache()
         images = load_images(args.images, args.max_images)
         results = evaluate_models(args.model, images, progress=not args.no_progress)

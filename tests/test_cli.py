@@ -103,6 +103,7 @@ def test_counts_out_of_range_are_refused_by_the_parser(args, message, capsys):
     "args, message",
     [
         (["--num-processes", "2"], "--num-processes goes with --distributed"),
+        (["--num-processes", "2", "--process-id", "0"], "--num-processes and --process-id go with"),
         (["--distributed", "--coordinator", "localhost:1"], "go together (none: auto-detect)"),
         (["--distributed", "--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"], "got 2"),
     ],
@@ -122,8 +123,9 @@ def test_calibration_options_without_integer_are_refused(args, tmp_path, capsys)
 
 @pytest.mark.parametrize(
     "args, message",
-    [([], "or --codec, one of them"), (["--model", "m", "--codec", "jpeg"], "or --codec, not both")],
-)
+    [([], "or --codec, one of them"), (["--model", "m", "--codec", "jpeg"], "or --codec, not both"),
+     (["--model", "m", "--qualities", "10"], "--qualities goes with --codec")],
+)  # fmt: skip
 def test_evaluate_needs_a_model_or_a_codec(args, message, tmp_path, capsys):
     assert main(["evaluate", *args, "-o", str(tmp_path / "r.json")]) == 2
     assert message in capsys.readouterr().err
