@@ -52,7 +52,7 @@ class Curve:
 def load_curve(path: str | os.PathLike) -> Curve:
     """The RD curve of one results JSON (ValueError, naming the file, if it is not one)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):  # a folder is not missing: open() names what it is
         raise FileNotFoundError(f"no such file: {path}")
     try:
         with open(path) as f:
