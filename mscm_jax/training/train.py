@@ -380,9 +380,10 @@ def on_every_process(action: Callable[[], T], what: str, process_zero_first: boo
     if jax.process_count() == 1:
         return action()
     me, result, error = jax.process_index(), None, None
-    turns = [lambda i: i == 0, lambda i: i != 0] if process_zero_first else [lambda i: True]
-    for takes_turn in turns:
-        if takes_turn(me):
+    # Whether this process runs `action` in each turn; every process gathers after every turn.
+    turns = [me == 0, me != 0] if process_zero_first else [True]
+    for my_turn in turns:
+        if my_turn:
             try:
                 result = action()
             except Exception as e:  # re-raised below, after the others have heard of it
