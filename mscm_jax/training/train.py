@@ -556,7 +556,9 @@ def train(
     workdir = absolute_workdir(workdir)
     t_cfg = config.train
     # Data first: a source that cannot be opened leaves no workdir behind to block a corrected retry.
-    loader, eval_images = on_every_process(lambda: open_data(config), "opening the data", True)
+    loader, eval_images = on_every_process(
+        lambda: open_data(config), "opening the data", process_zero_first=True
+    )
     on_every_process(lambda: prepare_workdir(workdir, config), "preparing the workdir")
     model = CompressionModel(model_config(config))
     shardings = data_parallel_shardings(t_cfg.batch_size)
