@@ -11,13 +11,16 @@ import os
 
 import numpy as np
 from etils import epath
-from PIL import Image
+from PIL import Image, ImageOps
 
-GREY_NOTICE = "grayscale image converted to RGB"  # lossless: the loaders do not warn about it
+GREY_NOTICE = "grayscale image converted to RGB"
+UPRIGHT_NOTICE = "turned upright as its EXIF orientation says"
+LOSSLESS_NOTICES = (GREY_NOTICE, UPRIGHT_NOTICE)  # the training loaders do not warn about these
 ALPHA_NOTICE = "alpha channel dropped"
 SIXTEEN_BIT_NOTICE = "16-bit pixels reduced to 8 bits"
 # Pillow's 16-bit greyscale modes; a PNG opened as "I" is 16-bit too (PNG has no 32-bit pixels).
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+EXIF_ORIENTATION = 0x0112  # 1: as stored; 2-8: mirrored and/or turned by multiples of 90 degrees
 
 
 def as_rgb_uint8(image: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -50,7 +53,10 @@ def read_image(path: str | epath.Path) -> tuple[np.ndarray, tuple[str, ...]]:
     16-bit greyscale is reduced to 8 bits (Pillow's own conversion would clip
     it at 255); palette, CMYK and other 8-bit modes are converted to RGB;
     alpha is dropped. 32-bit integer and float pixels are refused: their
-    range is not known.
+    range is not known. A photo whose EXIF orientation says it is shown turned
+    (as phone cameras write them) is turned upright: the decoded PNG, which
+    has no orientation tag, then shows what the viewer of the original saw.
+    Of an animation or a multi-page file, the first frame is read.
     """
     path = epath.Path(path)
     if not path.exists():
@@ -58,9 +64,16 @@ def read_image(path: str | epath.Path) -> tuple[np.ndarray, tuple[str, ...]]:
     notices: list[str] = []
     with path.open("rb") as f:
         try:
-            with Image.open(f) as img:
-                mode = img.mode
-                if mode in SIXTEEN_BIT_MODES or (mode == "I" and img.format == "PNG"):
+            with Image.open(f) as opened:
+                img, mode, file_format = opened, opened.mode, opened.format
+                frames = getattr(opened, "n_frames", 1)
+                if frames > 1:
+                    notices.append(f"the first of its {frames} frames")
+                orientation = opened.getexif().get(EXIF_ORIENTATION, 1)
+                if orientation in range(2, 9):
+                    img = ImageOps.exif_transpose(opened)
+                    notices.append(UPRIGHT_NOTICE)
+                if mode in SIXTEEN_BIT_MODES or (mode == "I" and file_format == "PNG"):
                     array = sixteen_to_eight_bits(np.asarray(img))
                     notices.append(SIXTEEN_BIT_NOTICE)
                 elif mode in ("I", "F"):

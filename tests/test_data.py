@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -34,6 +36,15 @@ def test_read_image_converts_with_notice(tmp_path):
         read_image(tmp_path / "missing.png")
     with pytest.raises(ValueError, match="8-bit"):
         to_rgb(np.zeros((2, 2, 3), np.uint16))
+
+
+def test_lossless_conversions_do_not_warn(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise, as phones write portrait photos
+    Image.fromarray(np.zeros((5, 7), np.uint8)).save(tmp_path / "grey_phone.png", exif=exif)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(tmp_path / "grey_phone.png").shape == (7, 5, 3)
 
 
 # -- training sources and the loader -------------------------------------------

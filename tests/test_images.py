@@ -72,3 +72,31 @@ def test_arrays_convert_or_are_refused():
     for path in ("chelsea", Path("photo.png")):
         with pytest.raises(ValueError, match=r"got the path .* read it with mscm_jax\.load_image"):
             images.as_rgb_uint8(path)
+
+
+@pytest.mark.parametrize(
+    ("orientation", "upright"),
+    [(2, np.fliplr), (3, lambda a: np.rot90(a, 2)), (6, lambda a: np.rot90(a, -1)), (8, np.rot90)],
+)
+def test_photos_are_turned_upright_as_their_exif_orientation_says(tmp_path, orientation, upright):
+    stored = np.random.default_rng(orientation).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[images.EXIF_ORIENTATION] = orientation
+    Image.fromarray(stored).save(tmp_path / "phone.png", exif=exif)
+    image, notices = images.read_image(tmp_path / "phone.png")
+    np.testing.assert_array_equal(image, upright(stored))  # 6: shown turned 90 degrees clockwise
+    assert notices == (images.UPRIGHT_NOTICE,)
+    exif[images.EXIF_ORIENTATION] = 1
+    Image.fromarray(stored).save(tmp_path / "as_stored.png", exif=exif)
+    image, notices = images.read_image(tmp_path / "as_stored.png")
+    np.testing.assert_array_equal(image, stored)
+    assert notices == ()
+
+
+def test_of_an_animation_the_first_frame_is_read_and_said(tmp_path):
+    first = np.zeros((4, 6), np.uint8)
+    frames = [Image.fromarray(first), Image.fromarray(first + 200)]
+    frames[0].save(tmp_path / "two.gif", save_all=True, append_images=frames[1:])
+    image, notices = images.read_image(tmp_path / "two.gif")
+    np.testing.assert_array_equal(image, np.zeros((4, 6, 3), np.uint8))
+    assert notices[0] == "the first of its 2 frames"

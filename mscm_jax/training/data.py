@@ -56,9 +56,10 @@ def to_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
 
 
 def _warn(name: str, notices: tuple[str, ...]) -> None:
-    # Replicating grey loses nothing, and a set of grey images would warn once per image.
+    # Replicating grey or turning a photo upright loses nothing, and a folder of such images
+    # would warn once per image.
     for notice in notices:
-        if notice != images.GREY_NOTICE:
+        if notice not in images.LOSSLESS_NOTICES:
             warnings.warn(f"{name}: {notice}", stacklevel=3)
 
 
