@@ -34,15 +34,16 @@ TINY = str(Path(__file__).parent / "configs" / "tiny.py")
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
-    """No cyclic garbage collection in an xdist worker once its tests are done.
+    """An xdist worker's heap, frozen once its tests are done: out of reach of the last collections.
 
-    Measured at the end of a full run: each full collection then took 1-2.8 s (JAX frees its
-    buffers in one, and the heap holds every compiled program), one after another for over 20 s.
-    xdist interrupts a worker still busy 5 s after the end: the run waited for it and printed a
-    KeyboardInterrupt inside JAX's `_xla_gc_callback`. The process is about to exit.
+    After this hook pytest runs five full garbage collections (its last check for unraisable
+    exceptions). Measured at the end of a full run, each took 1-2.8 s in a worker, whose heap holds
+    every program compiled there; xdist interrupts a worker still busy 5 s after the end, so the
+    run waited for it and printed a KeyboardInterrupt inside JAX's `_xla_gc_callback`. A frozen
+    heap is not walked: 0.11 s -> 0.0 s for one collection over 207k objects.
     """
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        gc.disable()
+        gc.freeze()
 
 
 def untrained_workdir(path: Path, overrides: list[str], seed: int = 0) -> Path:
