@@ -8,6 +8,7 @@ convert the same way.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 from etils import epath
@@ -47,6 +48,17 @@ def sixteen_to_eight_bits(values: np.ndarray) -> np.ndarray:
     return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
+def _exif_orientation(image: Image.Image, notices: list[str]) -> int:
+    """The EXIF orientation tag, 1 (as stored) where there is none or the EXIF data cannot be read."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's "Corrupt EXIF data": said once, below
+        try:
+            return int(image.getexif().get(EXIF_ORIENTATION, 1))
+        except Exception as e:  # EXIF is optional metadata: damaged, it must not stop the pixels
+            notices.append(f"EXIF data unreadable ({type(e).__name__}: {e}): read as stored")
+            return 1
+
+
 def read_image(path: str | epath.Path) -> tuple[np.ndarray, tuple[str, ...]]:
     """An image file Pillow reads (PNG, JPEG, ...), local or remote, as uint8 RGB; and what was converted.
 
@@ -69,7 +81,7 @@ def read_image(path: str | epath.Path) -> tuple[np.ndarray, tuple[str, ...]]:
                 frames = getattr(opened, "n_frames", 1)
                 if frames > 1:
                     notices.append(f"the first of its {frames} frames")
-                orientation = opened.getexif().get(EXIF_ORIENTATION, 1)
+                orientation = _exif_orientation(opened, notices)
                 if orientation in range(2, 9):
                     img = ImageOps.exif_transpose(opened)
                     notices.append(UPRIGHT_NOTICE)

@@ -1,5 +1,7 @@
 """Image files and arrays to uint8 RGB: every conversion named, nothing clipped, unknown ranges refused."""
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +102,17 @@ def test_of_an_animation_the_first_frame_is_read_and_said(tmp_path):
     image, notices = images.read_image(tmp_path / "two.gif")
     np.testing.assert_array_equal(image, np.zeros((4, 6, 3), np.uint8))
     assert notices[0] == "the first of its 2 frames"
+
+
+def test_damaged_exif_data_leaves_the_pixels_as_stored_and_is_said(tmp_path):
+    stored = np.random.default_rng(0).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    Image.fromarray(stored).save(tmp_path / "plain.png")
+    png = (tmp_path / "plain.png").read_bytes()
+    payload = b"not EXIF at all"  # an eXIf chunk whose data is no TIFF header
+    crc = struct.pack(">I", zlib.crc32(b"eXIf" + payload))
+    chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload + crc
+    at = png.index(b"IDAT") - 4
+    (tmp_path / "damaged.png").write_bytes(png[:at] + chunk + png[at:])
+    image, notices = images.read_image(tmp_path / "damaged.png")
+    np.testing.assert_array_equal(image, stored)
+    assert len(notices) == 1 and notices[0].startswith("EXIF data unreadable (SyntaxError: not a TIFF file")
