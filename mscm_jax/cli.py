@@ -18,12 +18,16 @@ class UsageError(Exception):
     """A user mistake, reported as one line without a traceback."""
 
 
-def _refuse_without(switch: str, on: bool, options: dict[str, object]) -> None:
-    """Options that mean something only with `switch`, refused without it rather than ignored."""
+def _refuse_without(switch: str, on: bool, options: dict[str, object]) -> list[str]:
+    """Options that mean something only with `switch`, refused without it rather than ignored.
+
+    Returns the names of those given.
+    """
     given = [name for name, value in options.items() if value not in (None, "")]
     if given and not on:
         names = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"
         raise UsageError(f"{names} {'goes' if len(given) == 1 else 'go'} with {switch}")
+    return given
 
 
 def cmd_schedules(args: argparse.Namespace) -> int:
@@ -113,8 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     explicit = {"--coordinator": args.coordinator, "--num-processes": args.num_processes,
                 "--process-id": args.process_id}  # fmt: skip
-    _refuse_without("--distributed", args.distributed, explicit)
-    given = [name for name, value in explicit.items() if value not in ("", None)]
+    given = _refuse_without("--distributed", args.distributed, explicit)
     if given and len(given) < 3:
         raise UsageError("--coordinator, --num-processes and --process-id go together (none: auto-detect)")
     if given and not 0 <= args.process_id < args.num_processes:

@@ -51,7 +51,8 @@ def sixteen_to_eight_bits(values: np.ndarray) -> np.ndarray:
 def _exif_orientation(image: Image.Image, notices: list[str]) -> int:
     """The EXIF orientation tag, 1 (as stored) where there is none or the EXIF data cannot be read."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Pillow's "Corrupt EXIF data": said once, below
+        # Pillow's "Corrupt EXIF data": a damaged tag reads as absent; a block it cannot parse is said below.
+        warnings.simplefilter("ignore")
         try:
             return int(image.getexif().get(EXIF_ORIENTATION, 1))
         except Exception as e:  # EXIF is optional metadata: damaged, it must not stop the pixels

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mscm_jax import images
 from mscm_jax.training.data import SAMPLE_SCENES, load_sample, read_image, to_rgb
 
 
@@ -40,7 +41,7 @@ def test_read_image_converts_with_notice(tmp_path):
 
 def test_lossless_conversions_do_not_warn(tmp_path):
     exif = Image.Exif()
-    exif[0x0112] = 6  # shown turned 90 degrees clockwise, as phones write portrait photos
+    exif[images.EXIF_ORIENTATION] = 6  # shown turned 90 degrees clockwise, as phones write portrait photos
     Image.fromarray(np.zeros((5, 7), np.uint8)).save(tmp_path / "grey_phone.png", exif=exif)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
