@@ -70,7 +70,7 @@ def test_folder_source_recursive_skips_unreadable(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a" / "grey.jpg")
     (tmp_path / "a" / "broken.png").write_bytes(b"\x89PNG garbage")
     (tmp_path / "notes.txt").write_text("not an image")
-    with pytest.warns(UserWarning, match="skipping unreadable image"):
+    with pytest.warns(UserWarning, match="skipping .*broken.png: not an image file that Pillow can read"):
         source = FolderSource(str(tmp_path))
     assert len(source) == 4 and source.load(0).shape[2] == 3
     (tmp_path / "empty").mkdir()

@@ -93,6 +93,24 @@ def test_cli(trained_workdir, crop_dir, tmp_path, capsys):
     assert f"{out} exists; pass --overwrite" in capsys.readouterr().err and out.read_text() == before
 
 
+def test_a_file_that_fails_to_decode_is_skipped_not_replaced(tmp_path):
+    image = load_sample("chelsea")[:48, :64]
+    Image.fromarray(image).save(tmp_path / "a.jpg", quality=90)
+    whole = (tmp_path / "a.jpg").read_bytes()
+    (tmp_path / "b.jpg").write_bytes(whole[:-64])  # its header reads; its last pixels are missing
+    Image.fromarray(image[::-1]).save(tmp_path / "c.png")
+    with pytest.warns(UserWarning, match="b.jpg: image file is truncated.*: skipped"):
+        loaded = evaluate.load_images(str(tmp_path))
+    assert [name for name, _ in loaded] == ["a.jpg", "c.png"]
+    assert np.array_equal(loaded[1][1], image[::-1])
+    with pytest.warns(UserWarning, match="skipped"):
+        assert [name for name, _ in evaluate.load_images(str(tmp_path), max_images=2)] == ["a.jpg", "c.png"]
+    (tmp_path / "a.jpg").write_bytes(whole[:-64])
+    (tmp_path / "c.png").unlink()
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="none of its 2 PNG/JPEG files"):
+        evaluate.load_images(str(tmp_path))
+
+
 def test_image_specs(tmp_path):
     assert [n for n, _ in evaluate.load_images("samples:stereo_motorcycle")] == [
         "stereo_motorcycle:left", "stereo_motorcycle:right"]  # fmt: skip

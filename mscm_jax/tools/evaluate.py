@@ -30,6 +30,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -130,10 +131,21 @@ def load_images(spec: str, max_images: int = 0) -> list[tuple[str, np.ndarray]]:
         raise FileNotFoundError(
             f"--images {spec!r}: no such image file or folder (or 'samples', 'samples:SCENE,...')"
         )
-    source = FolderSource(spec)  # ValueError if it holds no readable image
-    count = len(source) if max_images <= 0 else min(max_images, len(source))
+    source = FolderSource(spec)  # ValueError if it holds no image with a readable header
     root = str(source.root).rstrip("/") + "/"
-    return [(source.names[i].removeprefix(root), source.load(i)) for i in range(count)]
+    images = []
+    for path in source.paths:
+        if 0 < max_images <= len(images):
+            break
+        # Not `source.load`: for training it stands in the next image for one that fails to
+        # decode, which here would put that image's figures under this one's name, twice.
+        try:
+            images.append((str(path).removeprefix(root), read_image(path)))
+        except ValueError as e:
+            warnings.warn(f"{e}: skipped", stacklevel=2)
+    if not images:
+        raise ValueError(f"--images {spec!r}: none of its {len(source)} PNG/JPEG files could be decoded")
+    return images
 
 
 def evaluate_image(codec, name: str, image: np.ndarray) -> ImageResult:

@@ -147,8 +147,10 @@ class FolderSource(ImageSource):
                     with p.open("rb") as f, Image.open(f) as img:
                         img.size  # noqa: B018 - reads the header only.
                     readable.append(p)
+                except Image.UnidentifiedImageError:
+                    warnings.warn(f"skipping {p}: not an image file that Pillow can read", stacklevel=2)
                 except (OSError, Image.DecompressionBombError) as e:
-                    warnings.warn(f"skipping unreadable image {p}: {e}", stacklevel=2)
+                    warnings.warn(f"skipping {p}: {e}", stacklevel=2)
             paths = readable
         if not paths:
             raise ValueError(f"no readable PNG/JPEG images under {root}")
