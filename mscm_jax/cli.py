@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mscm_jax.files import write_atomically
 from mscm_jax.model.schedules import BUILTIN_PATTERNS, ScheduleError, get_schedule
+from mscm_jax.model.tiling import DEFAULT_TILE_PIXELS, MIN_TILE_PIXELS
 from mscm_jax.model.transforms import TRANSFORMS
 
 
@@ -279,7 +280,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     planned = _planned_outputs(args.images, IMAGE_SUFFIXES, args.output, ".mscm")
     enable_compilation_cache()
-    codec = Codec.load(args.model)
+    codec = Codec.load(args.model).with_tile_pixels(args.tile_pixels)
     if args.lanes is not None:
         codec = codec.with_lanes(args.lanes)
     print(f"model {args.model}: {codec.config.transform}, N={codec.config.N}, M={codec.config.M}, "
@@ -336,18 +337,18 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
     planned = _planned_outputs(args.files, (".mscm",), args.output, ".png")
     enable_compilation_cache()
-    given = Codec.load(args.model) if args.model else None
-    store, announced = ModelStore(), set()
+    given = Codec.load(args.model).with_tile_pixels(args.tile_pixels) if args.model else None
+    store, tiled = ModelStore(), {}
 
     def codec_for(data: bytes):
         if given is not None:
             return given
         codec = store.load_for_file(data)  # by the file's fingerprint; verified once per model
-        if codec.fingerprint not in announced:
-            announced.add(codec.fingerprint)
+        if codec.fingerprint not in tiled:
+            tiled[codec.fingerprint] = codec.with_tile_pixels(args.tile_pixels)
             print(f"model {codec.fingerprint[:16]} from the store {store.root}: {codec.config.transform}, "
                   f"N={codec.config.N}, M={codec.config.M}, schedule {codec.schedule.name}")  # fmt: skip
-        return codec
+        return tiled[codec.fingerprint]
 
     def decompress_one(path: str) -> None:
         out = planned[path]
@@ -593,6 +594,21 @@ def _count(text: str, least: int) -> int:
     return value
 
 
+def _tile_pixels(text: str) -> int:
+    value = _count(text, 0)
+    if 0 < value < MIN_TILE_PIXELS:
+        raise argparse.ArgumentTypeError(f"takes 0 (whole images) or at least {MIN_TILE_PIXELS}, got {value}")
+    return value
+
+
+def _add_tile_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tile-pixels", type=_tile_pixels, default=DEFAULT_TILE_PIXELS, metavar="PIXELS",
+        help=f"run the transforms in overlapping windows of at most PIXELS (default {DEFAULT_TILE_PIXELS}: "
+        "a 3840x2160 image whole; 0: every image whole): less memory for large images, more computation",
+    )  # fmt: skip
+
+
 def _positive(text: str) -> int:
     return _count(text, 1)
 
@@ -665,6 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lanes", type=int, default=None,
                    help="rANS lanes, 1-4096 (default: about sqrt(symbols) / 16): each costs about 3 bytes "
                         "per file; fewer make decoding less parallel")  # fmt: skip
+    _add_tile_option(p)
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("info", help="what .mscm files hold, from their headers: size, model, schedule, coder")
@@ -683,6 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-pixels", type=_positive, default=40_000_000, help="refuse files claiming larger images"
     )
+    _add_tile_option(p)
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser(

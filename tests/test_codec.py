@@ -309,6 +309,13 @@ def test_cli_compress_decompress_and_export(trained_workdir, tmp_path):
     assert run.returncode == 0, run.stderr
     assert Image.open(tmp_path / "dec" / "chelsea.png").size == (451, 300)
     assert Image.open(tmp_path / "dec" / "sub" / "grey16.png").size == (451, 300)
+    run = cli("decompress", "out/chelsea.mscm", "-o", "tiled.png", "--tile-pixels", "16384")
+    assert run.returncode == 0, run.stderr
+    tiled, whole = (np.asarray(Image.open(tmp_path / p), int) for p in ("tiled.png", "dec/chelsea.png"))
+    assert np.abs(tiled - whole).max() <= 1
+    run = cli("decompress", "out/chelsea.mscm", "-o", "bad.png", "--tile-pixels", "100")
+    assert run.returncode == 2 and "--tile-pixels: takes 0 (whole images) or at least 4096" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "bad.png").exists()
     (tmp_path / "bad.mscm").write_bytes(b"MSCM\x02\x04" + bytes(40))
     run = cli("decompress", "bad.mscm", "--model", "m.mscm-model", "-o", "dec/")
     assert run.returncode == 2 and "checksum" in run.stderr and "Traceback" not in run.stderr
@@ -339,6 +346,22 @@ def test_result_accounting():
     assert result.lane_bits == pytest.approx(np.sum(48 - np.log2(final_states)))
     assert 16 * result.lanes <= result.lane_bits <= 32 * result.lanes
     assert abs(result.rounding_bits) <= 0.01 * result.ideal_bits + 16
+
+
+def test_transforms_in_tiles_write_the_same_file_and_decode_it_alike():
+    """Windows of 4096 pixels: y's 8 x 12 elements, one core each, in windows of 5 x 5 (synthesis),
+    the image in windows of 128 x 128 pixels (analysis: whole z elements)."""
+    codec = codec_for("hyperprior")
+    whole, tiled = codec.with_tile_pixels(0), codec.with_tile_pixels(4096)
+    expected = whole.compress(PHOTO)
+    assert tiled.compress(PHOTO).data == expected.data
+    a, b = whole.decompress(expected.data), tiled.decompress(expected.data)
+    np.testing.assert_array_equal(b.y_hat, expected.y_hat)
+    np.testing.assert_allclose(b.x_hat, a.x_hat, atol=1e-5)
+    assert np.abs(b.image.astype(int) - a.image).max() <= 1
+    for bad in (1, 4095, -4096, 4096.0, True):
+        with pytest.raises(ValueError, match=r"tile_pixels must be 0 \(whole images\) or at least 4096"):
+            codec.with_tile_pixels(bad)
 
 
 def test_files_of_chosen_lanes_decode_and_bad_lanes_are_refused():

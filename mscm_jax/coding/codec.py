@@ -38,9 +38,12 @@ from etils import epath
 from mscm_jax.coding import bitstream, integer_cdf, integer_path, rans
 from mscm_jax.files import write_atomically
 from mscm_jax.images import as_rgb_uint8
+from mscm_jax.model import tiling
 from mscm_jax.model.compression_model import CompressionModel, Mode, ModelConfig, model_fingerprint
 from mscm_jax.model.context import cached_stage_plan, read_stage, write_stage
+from mscm_jax.model.ops import pad_to_multiple
 from mscm_jax.model.schedules import StagePlan
+from mscm_jax.model.tiling import DEFAULT_TILE_PIXELS
 from mscm_jax.model.transforms import get_transform_family
 
 MODEL_FILE_SUFFIX = ".mscm-model"
@@ -201,6 +204,10 @@ class _Compiled:
         self._cache: dict[tuple, Any] = {}
         self.compile_seconds = self.run_seconds = 0.0
 
+    def add(self, functions: dict[str, Callable]) -> None:
+        """More functions to compile on first use (those of the same name are the same functions)."""
+        self._functions = {**functions, **self._functions}
+
     def __call__(self, name: str, *args):
         key = (name, *((np.shape(a), getattr(a, "dtype", type(a))) for a in jax.tree.leaves(args)))
         compiled = self._cache.get(key)
@@ -329,12 +336,17 @@ class Codec:
     `integer`: the model's integer path (`integer_path.convert`); with it the
     entropy parameters are computed in integers and files decode on every
     backend (coder `bitstream.CODER_RANS_INTEGER`).
+    `tile_pixels`: the analysis and synthesis run window by window, each of
+    at most this many pixels (`model.tiling`; 0: whole images), so that their
+    memory is a window's; the windows overlap, which costs computation.
+    A file's latent decodes exactly either way; the pixels may differ from a
+    decode in other windows by float rounding.
     """
 
     def __init__(self, config: ModelConfig, params: Any, z_cdf: np.ndarray | None = None,
                  source: str = "", step: int | None = None, lanes: int | None = None,
                  integer: integer_path.IntegerPath | None = None, unroll: int = 1,
-                 decode_kernel: bool = False):  # fmt: skip
+                 decode_kernel: bool = False, tile_pixels: int = DEFAULT_TILE_PIXELS):  # fmt: skip
         if not isinstance(unroll, int) or unroll < 1:
             raise ValueError(
                 f"unroll must be a positive integer (coder steps per loop iteration), got {unroll!r}"
@@ -343,6 +355,7 @@ class Codec:
             raise ValueError(f"decode_kernel must be True or False, got {decode_kernel!r}")
         self.config, self.source, self.step, self.unroll = config, source, step, unroll
         self.lanes = _checked_lanes(lanes)
+        self.tile_pixels = _checked_tile_pixels(tile_pixels)
         self.decode_kernel = decode_kernel
         self.params = jax.device_put(params)
         self.model = CompressionModel(config)
@@ -367,11 +380,7 @@ class Codec:
             integer if integer is not None else CompressionModel.stage_variables(self.params)
         )
         self._hyper_variables = integer if integer is not None else self.params
-        identity = json.dumps(config.to_dict(), sort_keys=True)  # programs depend on it, not on the weights
-        identity += f"|coder {self.coder}|int8 {self._int8}|unroll {unroll}|kernel {decode_kernel}"
-        self._compiled = _Compiled(
-            self._functions(), {"encode_y": (0,), "encode_z": (0,), "stage_step": (2,)}, identity
-        )
+        self._compiled = self._new_programs()
         self._layouts: dict[tuple[int, int], _Layout] = {}
         # Zeros and scalars on the device, transferred once (`_zeros_like`, `_scalar`).
         self._constants: dict[tuple, jax.Array] = {}
@@ -410,16 +419,57 @@ class Codec:
         codec.lanes = _checked_lanes(lanes)
         return codec
 
+    def with_tile_pixels(self, tile_pixels: int) -> Codec:
+        """This model running its transforms in windows of at most `tile_pixels` (0: whole images)."""
+        codec = copy.copy(self)
+        codec.tile_pixels = _checked_tile_pixels(tile_pixels)
+        codec._compiled.add(codec._transforms(codec.tile_pixels))  # the other programs do not depend on it
+        return codec
+
     def with_integer_path(self, images: list[np.ndarray]) -> Codec:
         """This model with its integer path, calibrated on `images` (uint8 (H, W, 3))."""
         path = integer_path.convert(self.model, self.params, [as_rgb_uint8(i)[0] for i in images])
         return Codec(self.config, self.params, self.z_cdf, self.source, self.step, self.lanes, path,
-                     self.unroll, self.decode_kernel)  # fmt: skip
+                     self.unroll, self.decode_kernel, self.tile_pixels)  # fmt: skip
 
     # -- compiled pieces ------------------------------------------------------
 
+    def _new_programs(self) -> _Compiled:
+        identity = json.dumps(self.config.to_dict(), sort_keys=True)  # programs depend on it, not on weights
+        identity += f"|coder {self.coder}|int8 {self._int8}|unroll {self.unroll}|kernel {self.decode_kernel}"
+        donated = {"encode_y": (0,), "encode_z": (0,), "stage_step": (2,)}
+        return _Compiled({**self._functions(), **self._transforms(self.tile_pixels)}, donated, identity)
+
+    def _transforms(self, tile_pixels: int) -> dict[str, Callable]:
+        """The analysis (and hyper-analysis) and the synthesis, in windows of `tile_pixels` (`tiling`)."""
+        model, family, stride = self.model, self.family, self.family.latent_stride
+        max_window = tile_pixels // stride**2  # elements of y; 0: whole images
+
+        def analysis(params, x, median):
+            # Windows of whole z elements, so that the analysis pads none of them (it pads images to those).
+            x = pad_to_multiple(x, family.hyper_stride)
+            z_stride, reach = family.hyper_stride // stride, family.analysis_reach
+            rows, cols = tiling.plan_tiles(
+                x.shape[1] // stride, x.shape[2] // stride, max_window, reach, z_stride
+            )
+            y = tiling.map_tiles(
+                lambda w: model.apply(params, w, method=CompressionModel.analysis), x, rows, cols, stride, 1
+            )
+            z = model.apply(params, y, method=CompressionModel.hyper_analysis)
+            return y, _to_symbols(z - median)
+
+        def synthesis(params, y_hat):
+            def whole(window):
+                shape = (stride * window.shape[1], stride * window.shape[2])
+                return model.apply(params, window, shape, method=CompressionModel.synthesis)
+
+            rows, cols = tiling.plan_tiles(*y_hat.shape[1:3], max_window, family.synthesis_reach)
+            return tiling.map_tiles(whole, y_hat, rows, cols, 1, stride)
+
+        return {f"analysis_{tile_pixels}": analysis, f"synthesis_{tile_pixels}": synthesis}
+
     def _functions(self) -> dict[str, Callable]:
-        model, stride = self.model, self.family.latent_stride
+        model = self.model
         steps, integer, int8 = self.family.hyper_synthesis_steps, self.integer is not None, self._int8
         k, round_centre = self.config.num_mixtures, self.config.rounding == "y"
         latent_channels, unroll = self.config.M, self.unroll
@@ -440,11 +490,6 @@ class Codec:
             p = model.apply(variables, stage, y_hat, hyper, kernel,
                             method=CompressionModel.stage_entropy_parameters)  # fmt: skip
             return integer_cdf.quantize_parameters(p.means, p.scales, p.weights, round_centre)
-
-        def analysis(params, x, median):
-            y = model.apply(params, x, method=CompressionModel.analysis)
-            z = model.apply(params, y, method=CompressionModel.hyper_analysis)
-            return y, _to_symbols(z - median)
 
         def z_step(params, z_cdf, median, z_symbols, words, lanes, decoding):
             """z's symbols (decoded, or given), the hyper-synthesis, the decoder's state, z's checksum,
@@ -537,7 +582,6 @@ class Codec:
         return {
             "z_median": lambda p: model.apply(p, method=CompressionModel.z_median),
             "stage_kernels": stage_kernels,
-            "analysis": analysis,
             "z_step": z_step,
             "stage_step": stage_step,
             "encode_y": encode_y,
@@ -545,9 +589,6 @@ class Codec:
             "flush": rans.flush,
             "stage_bits": stage_bits,
             "z_bits": z_bits,
-            "synthesis": lambda p, y: model.apply(
-                p, y, (stride * y.shape[1], stride * y.shape[2]), method=CompressionModel.synthesis
-            ),
         }
 
     def _layout(self, latent_shape: tuple[int, int]) -> _Layout:
@@ -651,8 +692,8 @@ class Codec:
         no_words, no_state = self._zeros_like((capacity,), jnp.uint32), _idle_decoder(lanes)
         lane_shape = self._zeros_like((lanes,), jnp.int32)
         with watch.phase("analysis"):
-            y, z_symbols = run("analysis", self.params, jnp.asarray(image.astype(np.float32) / 255.0)[None],
-                               self._median)  # fmt: skip
+            x = jnp.asarray(image.astype(np.float32) / 255.0)[None]
+            y, z_symbols = run(f"analysis_{self.tile_pixels}", self.params, x, self._median)
         with watch.phase("hyper"):
             hyper, _, checksum, y_hat = run(
                 "z_step", self._hyper_variables, self._z_cdf, self._z_step_median(), z_symbols, no_words,
@@ -726,7 +767,7 @@ class Codec:
         watch = _Stopwatch(self._compiled)
         header, y_hat = self._decode_latent(data, max_pixels, watch)
         with watch.phase("synthesis"):
-            x_hat = np.asarray(self._compiled("synthesis", self.params, y_hat))[0]
+            x_hat = np.asarray(self._compiled(f"synthesis_{self.tile_pixels}", self.params, y_hat))[0]
             x_hat = x_hat[: header.height, : header.width]
             image = np.round(np.clip(x_hat, 0.0, 1.0) * 255.0).astype(np.uint8)
         return DecompressResult(image=image, x_hat=x_hat, y_hat=np.asarray(y_hat[0]), timings=watch.timings())
@@ -855,6 +896,14 @@ def _checked_lanes(lanes: int | None) -> int | None:
         f"lanes must be an integer from 1 to {rans.MAX_LANES} (or None: chosen from the image's symbols), "
         f"got {lanes!r}"
     )
+
+
+def _checked_tile_pixels(pixels: int) -> int:
+    least = tiling.MIN_TILE_PIXELS
+    is_integer = isinstance(pixels, (int, np.integer)) and not isinstance(pixels, bool)
+    if is_integer and (pixels == 0 or pixels >= least):
+        return int(pixels)
+    raise ValueError(f"tile_pixels must be 0 (whole images) or at least {least}, got {pixels!r}")
 
 
 def _lane_bits(final_states: np.ndarray) -> float:

@@ -160,6 +160,10 @@ class TransformFamily:
       that sets the scale of y (`spread_latents`).
     hyper_synthesis_steps: the hyper-synthesis as a sequence of convolutions,
       what the integer path computes (a test checks it against the module).
+    analysis_reach, synthesis_reach: how far, in elements of y, reach the
+      pixels an element of y depends on (analysis) and the elements a pixel
+      depends on (synthesis): what a tile's window must extend beyond its core
+      (`tiling`; measured by differentiation in tests/test_tiling.py).
     """
 
     analysis: type[nn.Module]
@@ -170,6 +174,8 @@ class TransformFamily:
     hyper_stride: int
     analysis_output: str
     hyper_synthesis_steps: tuple[LinearStep, ...]
+    analysis_reach: int
+    synthesis_reach: int
 
     def latent_shapes(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """The coded y (h, w) and z (h, w) of a height x width image (padded to `hyper_stride`)."""
@@ -186,6 +192,7 @@ TRANSFORMS: dict[str, TransformFamily] = {
             LinearStep(("deconv0",), "deconv", 5, 2), LinearStep(("deconv1",), "deconv", 5, 2),
             LinearStep(("conv2",), "conv", 3, activation=None),
         ),
+        analysis_reach=2, synthesis_reach=2,
     ),
     "cheng2020-attn": TransformFamily(
         Cheng2020Analysis, Cheng2020Synthesis, Cheng2020HyperAnalysis, Cheng2020HyperSynthesis,
@@ -195,6 +202,7 @@ TRANSFORMS: dict[str, TransformFamily] = {
             LinearStep(("conv1",), "conv", 3), LinearStep(("up1", "conv"), "conv", 3, shuffle=2),
             LinearStep(("conv2",), "conv", 3, activation=None),
         ),
+        analysis_reach=8, synthesis_reach=11,
     ),
 }  # fmt: skip
 
