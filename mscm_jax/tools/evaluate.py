@@ -144,7 +144,7 @@ def load_images(spec: str, max_images: int = 0) -> list[tuple[str, np.ndarray]]:
         except ValueError as e:
             warnings.warn(f"{e}: skipped", stacklevel=2)
     if not images:
-        raise ValueError(f"--images {spec!r}: none of its {len(source)} PNG/JPEG files could be decoded")
+        raise ValueError(f"--images {spec!r}: none of its images could be decoded ({len(source)} tried)")
     return images
 
 
