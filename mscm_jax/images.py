@@ -21,6 +21,7 @@ ALPHA_NOTICE = "alpha channel dropped"
 SIXTEEN_BIT_NOTICE = "16-bit pixels reduced to 8 bits"
 # Pillow's 16-bit greyscale modes; a PNG opened as "I" is 16-bit too (PNG has no 32-bit pixels).
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+UNIDENTIFIED = "not an image file that Pillow can read"
 EXIF_ORIENTATION = 0x0112  # 1: as stored; 2-8: mirrored and/or turned by multiples of 90 degrees
 
 
@@ -104,7 +105,7 @@ def read_image(path: str | epath.Path) -> tuple[np.ndarray, tuple[str, ...]]:
                     array = np.asarray(img.convert("RGB"))
                     notices.append(f"Pillow mode {mode} image converted to RGB")
         except Image.UnidentifiedImageError as e:
-            raise ValueError(f"cannot read image {path}: not an image file that Pillow can read") from e
+            raise ValueError(f"cannot read image {path}: {UNIDENTIFIED}") from e
         except (OSError, Image.DecompressionBombError) as e:
             raise ValueError(f"cannot read image {path}: {e}") from e
     image, converted = as_rgb_uint8(array)

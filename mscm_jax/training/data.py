@@ -148,7 +148,7 @@ class FolderSource(ImageSource):
                         img.size  # noqa: B018 - reads the header only.
                     readable.append(p)
                 except Image.UnidentifiedImageError:
-                    warnings.warn(f"skipping {p}: not an image file that Pillow can read", stacklevel=2)
+                    warnings.warn(f"skipping {p}: {images.UNIDENTIFIED}", stacklevel=2)
                 except (OSError, Image.DecompressionBombError) as e:
                     warnings.warn(f"skipping {p}: {e}", stacklevel=2)
             paths = readable
