@@ -1,6 +1,7 @@
 """The codec: exact round trips for every schedule, real rates, errors, fuzzing, exported models."""
 
 import functools
+import os
 import struct
 import subprocess
 import sys
@@ -238,10 +239,11 @@ def test_exported_model_decodes_in_a_new_process_what_the_workdir_encoded(traine
     model_file = tmp_path / "model.mscm-model"
     codec.export(model_file)
     out = tmp_path / "decoded.png"
-    # The command, then what it imported: Pallas' Triton backend only loads for `decode_kernel`.
+    # The command, then what it imported: Pallas' Triton backend only loads for `decode_kernel`,
+    # scipy.linalg (0.4 s, for jax.export's LAPACK handlers) only for programs that call LAPACK.
     script = (
         "import sys; from mscm_jax import cli; code = cli.main(sys.argv[1:]); "
-        "print('pallas.triton loaded' if 'jax.experimental.pallas.triton' in sys.modules else ''); "
+        "print([m for m in ('jax.experimental.pallas.triton', 'scipy.linalg') if m in sys.modules]); "
         "sys.exit(code)"
     )
     run = subprocess.run(
@@ -250,11 +252,31 @@ def test_exported_model_decodes_in_a_new_process_what_the_workdir_encoded(traine
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert "pallas.triton loaded" not in run.stdout
+    assert run.stdout.splitlines()[-1] == "[]"
     np.testing.assert_array_equal(np.asarray(Image.open(out)), codec.decompress(encoded.read_bytes()).image)
     loaded = Codec.load(model_file)
     assert loaded.fingerprint == codec.fingerprint and loaded.step == codec.step
     np.testing.assert_array_equal(loaded.z_cdf, codec.z_cdf)
+
+
+def test_a_program_that_calls_lapack_runs_from_its_artifact_in_a_new_process(tmp_path):
+    # Lowering skips jax.export's LAPACK set-up for programs without a LAPACK call
+    # (`_lapack_only_if_called`); one with a call must still get it.
+    script = (
+        "import jax.numpy as jnp, numpy as np; from mscm_jax.coding import codec; "
+        "codec.enable_compilation_cache(); "
+        "run = codec._Compiled({'factor': lambda a: jnp.linalg.cholesky(a @ a.T + 3 * jnp.eye(3))}); "
+        "print(np.asarray(run('factor', jnp.arange(9.0).reshape(3, 3))).tolist())"
+    )
+    env = {**os.environ, "MSCM_JAX_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                           timeout=120) for _ in range(2)]  # fmt: skip
+    assert list(tmp_path.glob("exported/factor-*.bin")), "the first run should leave the artifact"
+    assert [r.returncode for r in runs] == [0, 0], runs[1].stderr[-2000:]
+    a = np.arange(9.0).reshape(3, 3)
+    for r in runs:
+        factor = np.array(eval(r.stdout.strip().splitlines()[-1]))
+        np.testing.assert_allclose(factor, np.linalg.cholesky(a @ a.T + 3 * np.eye(3)), atol=1e-3)
 
 
 def test_damaged_model_files_are_errors(tmp_path):

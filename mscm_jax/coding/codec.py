@@ -185,6 +185,28 @@ def _source_digest() -> str:
 _TRITON_CALLS = [jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
 
 
+@contextlib.contextmanager
+def _lapack_only_if_called(exported: jax.export.Exported) -> Iterator[None]:
+    """Lowers an exported program without registering LAPACK unless it calls LAPACK.
+
+    Lowering any `jax.export` program for a CPU registers jaxlib's LAPACK
+    handlers first, which imports scipy.linalg: 0.4 s of a 2-core machine's
+    cold `decompress` (measured), for programs that never solve or factor.
+    The handlers are only needed by a module that names a `lapack_` target.
+    """
+    from jax._src.export import _export  # the hook is private: without it, lower as JAX does
+
+    ensure = getattr(_export, "_ensure_backends_initialized", None)
+    if ensure is None or b"lapack" in exported.mlir_module_serialized:
+        yield
+        return
+    _export._ensure_backends_initialized = lambda platforms: None
+    try:
+        yield
+    finally:
+        _export._ensure_backends_initialized = ensure
+
+
 class _Compiled:
     """Programs compiled ahead of time per input shape; compile and run seconds counted apart.
 
@@ -235,7 +257,8 @@ class _Compiled:
                 data = exported.serialize()
                 write_atomically(path, lambda tmp: tmp.write_bytes(data))
         call = jax.jit(exported.call, donate_argnums=self._donate.get(name, ()))
-        return call.lower(*args).compile()
+        with _lapack_only_if_called(exported):
+            return call.lower(*args).compile()
 
     def _artifact_path(self, key: tuple, args: tuple) -> pathlib.Path | None:
         what = f"{self._identity}|{jax.default_backend()}|{key}|{jax.tree.structure(args)}"
