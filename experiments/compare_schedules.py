@@ -35,7 +35,8 @@ import time
 import jax
 import numpy as np
 
-from mscm_jax.coding.codec import Codec, enable_compilation_cache
+from mscm_jax.coding.codec import Codec
+from mscm_jax.coding.programs import enable_compilation_cache
 from mscm_jax.model.schedules import PAPER_4X4_ORDER
 from mscm_jax.tools import evaluate, experiment
 from mscm_jax.tools.order_search import OrderScorer, model_latent_moments, raster_pattern, search_order

@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-from mscm_jax.coding.codec import enable_compilation_cache
+from mscm_jax.coding.programs import enable_compilation_cache
 from mscm_jax.model.transforms import TRANSFORMS
 from mscm_jax.tools import evaluate, experiment
 from mscm_jax.training.configs import load_config, to_json

@@ -275,7 +275,8 @@ def _for_each(items, work) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from mscm_jax.coding.codec import Codec, enable_compilation_cache
+    from mscm_jax.coding.codec import Codec
+    from mscm_jax.coding.programs import enable_compilation_cache
     from mscm_jax.training.data import IMAGE_SUFFIXES, load_image_with_notices
 
     planned = _planned_outputs(args.images, IMAGE_SUFFIXES, args.output, ".mscm")
@@ -332,8 +333,9 @@ def _store_model(codec, path: str, source: str) -> None:
 def cmd_decompress(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from mscm_jax.coding.codec import Codec, enable_compilation_cache
+    from mscm_jax.coding.codec import Codec
     from mscm_jax.coding.model_store import ModelStore
+    from mscm_jax.coding.programs import enable_compilation_cache
 
     planned = _planned_outputs(args.files, (".mscm",), args.output, ".png")
     enable_compilation_cache()
@@ -559,7 +561,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "conventions": baselines.BASELINE_CONVENTIONS,
         }
     else:
-        from mscm_jax.coding.codec import enable_compilation_cache
+        from mscm_jax.coding.programs import enable_compilation_cache
 
         enable_compilation_cache()
         images = load_images(args.images, args.max_images)

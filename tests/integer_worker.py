@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mscm_jax.coding.codec import Codec, enable_compilation_cache
+from mscm_jax.coding.codec import Codec
+from mscm_jax.coding.programs import enable_compilation_cache
 from mscm_jax.training.data import load_sample
 
 CROP = (slice(0, 100), slice(0, 140))  # test_integer_path.PHOTO's

@@ -1,7 +1,6 @@
 """The codec: exact round trips for every schedule, real rates, errors, fuzzing, exported models."""
 
 import functools
-import os
 import struct
 import subprocess
 import sys
@@ -14,8 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mscm_jax.coding import bitstream, rans_kernel
-from mscm_jax.coding import codec as codec_module
+from mscm_jax.coding import bitstream, programs, rans_kernel
 from mscm_jax.coding.codec import Codec
 from mscm_jax.coding.integer_cdf import CodingError
 from mscm_jax.coding.model_file import ModelFileError
@@ -109,7 +107,7 @@ def test_the_decode_kernel_reads_the_same_latent(monkeypatch):
         traced.append(args[2].shape)
         return decode_segment(*args)
 
-    monkeypatch.setattr(codec_module, "artifact_path", lambda *args: None)
+    monkeypatch.setattr(programs, "artifact_path", lambda *args: None)
     monkeypatch.setattr(rans_kernel, "decode_mixture_segment", kernel_decode)
     kernel = Codec(base.config, base.params, decode_kernel=True)
     np.testing.assert_array_equal(kernel.decode_latent(result.data)[0], result.y_hat)
@@ -257,26 +255,6 @@ def test_exported_model_decodes_in_a_new_process_what_the_workdir_encoded(traine
     loaded = Codec.load(model_file)
     assert loaded.fingerprint == codec.fingerprint and loaded.step == codec.step
     np.testing.assert_array_equal(loaded.z_cdf, codec.z_cdf)
-
-
-def test_a_program_that_calls_lapack_runs_from_its_artifact_in_a_new_process(tmp_path):
-    # Lowering skips jax.export's LAPACK set-up for programs without a LAPACK call
-    # (`_lapack_only_if_called`); one with a call must still get it.
-    script = (
-        "import jax.numpy as jnp, numpy as np; from mscm_jax.coding import codec; "
-        "codec.enable_compilation_cache(); "
-        "run = codec._Compiled({'factor': lambda a: jnp.linalg.cholesky(a @ a.T + 3 * jnp.eye(3))}); "
-        "print(np.asarray(run('factor', jnp.arange(9.0).reshape(3, 3))).tolist())"
-    )
-    env = {**os.environ, "MSCM_JAX_CACHE_DIR": str(tmp_path)}
-    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
-                           timeout=120) for _ in range(2)]  # fmt: skip
-    assert list(tmp_path.glob("exported/factor-*.bin")), "the first run should leave the artifact"
-    assert [r.returncode for r in runs] == [0, 0], runs[1].stderr[-2000:]
-    a = np.arange(9.0).reshape(3, 3)
-    for r in runs:
-        factor = np.array(eval(r.stdout.strip().splitlines()[-1]))
-        np.testing.assert_allclose(factor, np.linalg.cholesky(a @ a.T + 3 * np.eye(3)), atol=1e-3)
 
 
 def test_damaged_model_files_are_errors(tmp_path):

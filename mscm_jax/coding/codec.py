@@ -22,10 +22,8 @@ import contextlib
 import copy
 import dataclasses
 import functools
-import hashlib
 import json
 import os
-import pathlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,7 +34,8 @@ import numpy as np
 from etils import epath
 
 from mscm_jax.coding import bitstream, integer_cdf, integer_path, rans
-from mscm_jax.files import write_atomically
+from mscm_jax.coding.programs import Programs
+from mscm_jax.coding.programs import enable_compilation_cache as enable_compilation_cache  # the API's
 from mscm_jax.images import as_rgb_uint8
 from mscm_jax.model import tiling
 from mscm_jax.model.compression_model import CompressionModel, Mode, ModelConfig, model_fingerprint
@@ -49,20 +48,6 @@ from mscm_jax.model.transforms import get_transform_family
 MODEL_FILE_SUFFIX = ".mscm-model"
 DEFAULT_MAX_PIXELS = 40_000_000  # decoding refuses larger claims (a 4000x3000 photo is 12 M)
 Z_TAIL_MASS = 1e-9  # z tables reach the quantiles of this mass on each side
-
-
-def enable_compilation_cache(directory: str | None = None) -> str:
-    """Persist compiled XLA programs so that a second run skips JIT compilation.
-
-    Default: $MSCM_JAX_CACHE_DIR or ~/.cache/mscm-jax/jax. Returns the directory.
-    """
-    directory = (
-        directory or os.environ.get("MSCM_JAX_CACHE_DIR") or os.path.expanduser("~/.cache/mscm-jax/jax")
-    )
-    jax.config.update("jax_compilation_cache_dir", directory)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    return directory
 
 
 # --------------------------------------------------------------------------
@@ -170,119 +155,16 @@ class DecompressResult:
 
 
 # --------------------------------------------------------------------------
-# Compiled functions, with compilation and running timed apart.
+# Timing the phases of a compress or decompress (the programs themselves: `programs`).
 # --------------------------------------------------------------------------
 
-
-def _source_digest() -> str:
-    """sha256 of the package's source: exported programs of other code are never reused."""
-    digest = hashlib.sha256(jax.__version__.encode())
-    for path in sorted(pathlib.Path(__file__).parents[1].rglob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
+# A GPU decoder's stage program calls a Triton kernel (`rans_kernel`): its custom call has no
+# compatibility guarantee, and the artifacts are keyed by jax's version anyway.
 _TRITON_CALLS = [jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
 
 
-@contextlib.contextmanager
-def _lapack_only_if_called(exported: jax.export.Exported) -> Iterator[None]:
-    """Lowers an exported program without registering LAPACK unless it calls LAPACK.
-
-    Lowering any `jax.export` program for a CPU registers jaxlib's LAPACK
-    handlers first, which imports scipy.linalg: 0.4 s of a 2-core machine's
-    cold `decompress` (measured), for programs that never solve or factor.
-    The handlers are only needed by a module that names a `lapack_` target.
-    """
-    from jax._src.export import _export  # the hook is private: without it, lower as JAX does
-
-    ensure = getattr(_export, "_ensure_backends_initialized", None)
-    if ensure is None or b"lapack" in exported.mlir_module_serialized:
-        yield
-        return
-    _export._ensure_backends_initialized = lambda platforms: None
-    try:
-        yield
-    finally:
-        _export._ensure_backends_initialized = ensure
-
-
-class _Compiled:
-    """Programs compiled ahead of time per input shape; compile and run seconds counted apart.
-
-    Each function is traced once into a `jax.export` artifact and compiled from
-    it. With the on-disk compilation cache on (`enable_compilation_cache`) the
-    artifacts are kept beside it, so a new process skips Python tracing (most
-    of a cold start) as well as compilation; the encoder and the decoder then
-    run programs built the same way from the same artifact.
-
-    Each call waits for its result, so that a phase's time is its own (JAX
-    dispatches asynchronously) and `run_seconds` is the time inside compiled code.
-    """
-
-    def __init__(self, functions: dict[str, Callable], donate: dict[str, tuple[int, ...]] | None = None,
-                 identity: str = ""):  # fmt: skip
-        self._functions, self._donate, self._identity = functions, donate or {}, identity
-        self._cache: dict[tuple, Any] = {}
-        self.compile_seconds = self.run_seconds = 0.0
-
-    def add(self, functions: dict[str, Callable]) -> None:
-        """More functions to compile on first use (those of the same name are the same functions)."""
-        self._functions = {**functions, **self._functions}
-
-    def __call__(self, name: str, *args):
-        key = (name, *((np.shape(a), getattr(a, "dtype", type(a))) for a in jax.tree.leaves(args)))
-        compiled = self._cache.get(key)
-        if compiled is None:
-            start = time.perf_counter()
-            compiled = self._cache[key] = self._compile(name, key, args)
-            self.compile_seconds += time.perf_counter() - start
-        start = time.perf_counter()
-        out = jax.block_until_ready(compiled(*args))
-        self.run_seconds += time.perf_counter() - start
-        return out
-
-    def _compile(self, name: str, key: tuple, args: tuple):
-        exported, path = None, self._artifact_path(key, args)
-        if path is not None and path.exists():
-            try:
-                exported = jax.export.deserialize(bytearray(path.read_bytes()))
-            except Exception:  # a damaged or foreign artifact: trace again
-                exported = None
-        if exported is None:
-            # A GPU decoder's stage program calls a Triton kernel (`rans_kernel`): its custom call
-            # has no compatibility guarantee, and the artifact is keyed by jax's version anyway.
-            exported = jax.export.export(jax.jit(self._functions[name]), disabled_checks=_TRITON_CALLS)(*args)
-            if path is not None:
-                data = exported.serialize()
-                write_atomically(path, lambda tmp: tmp.write_bytes(data))
-        call = jax.jit(exported.call, donate_argnums=self._donate.get(name, ()))
-        with _lapack_only_if_called(exported):
-            return call.lower(*args).compile()
-
-    def _artifact_path(self, key: tuple, args: tuple) -> pathlib.Path | None:
-        what = f"{self._identity}|{jax.default_backend()}|{key}|{jax.tree.structure(args)}"
-        return artifact_path(key[0], what, ".bin")
-
-
-def artifact_path(kind: str, what: str, suffix: str) -> pathlib.Path | None:
-    """Where a derived artifact of `what` (a program, a shape table) is kept on disk.
-
-    Beside the compilation cache (`enable_compilation_cache`), keyed by `what`
-    and this package's source; None when no cache directory is set.
-    """
-    directory = jax.config.jax_compilation_cache_dir
-    if not directory:
-        return None
-    digest = hashlib.sha256(f"{_SOURCE_DIGEST}|{what}".encode()).hexdigest()[:32]
-    return pathlib.Path(directory) / "exported" / f"{kind}-{digest}{suffix}"
-
-
-_SOURCE_DIGEST = _source_digest()
-
-
 class _Stopwatch:
-    def __init__(self, compiled: _Compiled):
+    def __init__(self, compiled: Programs):
         self.compiled, self.seconds, self.outside = compiled, {}, 0.0
         self.compile_start = compiled.compile_seconds
 
@@ -457,11 +339,12 @@ class Codec:
 
     # -- compiled pieces ------------------------------------------------------
 
-    def _new_programs(self) -> _Compiled:
+    def _new_programs(self) -> Programs:
         identity = json.dumps(self.config.to_dict(), sort_keys=True)  # programs depend on it, not on weights
         identity += f"|coder {self.coder}|int8 {self._int8}|unroll {self.unroll}|kernel {self.decode_kernel}"
         donated = {"encode_y": (0,), "encode_z": (0,), "stage_step": (2,)}
-        return _Compiled({**self._functions(), **self._transforms(self.tile_pixels)}, donated, identity)
+        functions = {**self._functions(), **self._transforms(self.tile_pixels)}
+        return Programs(functions, donated, identity, disabled_checks=_TRITON_CALLS)
 
     def _transforms(self, tile_pixels: int) -> dict[str, Callable]:
         """The analysis (and hyper-analysis) and the synthesis, in windows of `tile_pixels` (`tiling`)."""

@@ -32,6 +32,7 @@ from etils import epath
 from flax import serialization
 
 from mscm_jax.coding import bitstream, integer_cdf, integer_path
+from mscm_jax.coding.programs import artifact_path
 from mscm_jax.files import write_atomically
 from mscm_jax.model.compression_model import ModelConfig, init_model
 
@@ -77,8 +78,6 @@ def _expected_shapes(config: ModelConfig) -> dict[str, list[int]]:
     Tracing the model's initialization takes a second or more, a good part of
     a cold start: the table is kept beside the compiled programs.
     """
-    from mscm_jax.coding.codec import artifact_path
-
     path = artifact_path("shapes", json.dumps(config.to_dict(), sort_keys=True), ".json")
     if path is not None and path.exists():
         try:

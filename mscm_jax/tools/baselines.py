@@ -266,7 +266,8 @@ def compare_at_nearest_bpp(
 
 def heldout_comparison(config, workdir, name: str = "webp") -> Comparison:
     """The workdir's model coded for real on the run's held-out images, beside `name` (default WebP)."""
-    from mscm_jax.coding.codec import Codec, enable_compilation_cache
+    from mscm_jax.coding.codec import Codec
+    from mscm_jax.coding.programs import enable_compilation_cache
     from mscm_jax.tools.evaluate import evaluate_codec
 
     enable_compilation_cache()
