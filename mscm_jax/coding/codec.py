@@ -664,7 +664,7 @@ class Codec:
             data=data, height=height, width=width, lanes=lanes,
             z_bits=float(run("z_bits", z_symbols, self._z_cdf)[0]), stage_bits=tuple(stage_bits),
             escapes=escapes, escape_bits=escape_bits, lane_bits=_lane_bits(np.asarray(state.x)),
-            timings=timings, y_hat=np.asarray(y_hat[0]),
+            timings=timings, y_hat=np.asarray(y_hat)[0],
             notices=notices,
         )  # fmt: skip
 
@@ -676,7 +676,7 @@ class Codec:
             x_hat = np.asarray(self._compiled(f"synthesis_{self.tile_pixels}", self.params, y_hat))[0]
             x_hat = x_hat[: header.height, : header.width]
             image = np.round(np.clip(x_hat, 0.0, 1.0) * 255.0).astype(np.uint8)
-        return DecompressResult(image=image, x_hat=x_hat, y_hat=np.asarray(y_hat[0]), timings=watch.timings())
+        return DecompressResult(image=image, x_hat=x_hat, y_hat=np.asarray(y_hat)[0], timings=watch.timings())
 
     def decode_latent(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, Timings]:
         """Entropy decoding alone: a `.mscm` file's y_hat (h, w, M) and the timings, no synthesis.
@@ -687,7 +687,7 @@ class Codec:
         """
         watch = _Stopwatch(self._compiled)
         _, y_hat = self._decode_latent(data, max_pixels, watch)
-        return np.asarray(y_hat[0]), watch.timings()
+        return np.asarray(y_hat)[0], watch.timings()
 
     def _decode_latent(self, data: bytes, max_pixels: int, watch: _Stopwatch):
         """(header, y_hat (1, h, w, M) on the device) of a file's bytes, checked."""
