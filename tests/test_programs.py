@@ -54,3 +54,35 @@ def test_a_new_process_runs_the_programs_from_their_artifacts_untraced(tmp_path)
     traced, results = _run_programs(tmp_path, "double")
     assert traced == ["double"]
     np.testing.assert_allclose(results[0], 2 * a)
+
+
+def test_only_the_lowering_thread_skips_the_linear_algebra_set_up(monkeypatch):
+    # While one thread lowers a program without LAPACK, another thread's lowering (of a program that
+    # may need LAPACK) still sets LAPACK up. (No "lapack" in this test's name: the exported module's
+    # locations name it, and the check would find it there and set LAPACK up after all.)
+    import threading
+
+    import jax
+    from jax._src.export import _export
+    from jax._src.lax import linalg
+
+    from mscm_jax.coding import programs
+
+    set_ups = []
+    monkeypatch.setattr(linalg, "initialize_lapack", lambda: set_ups.append(threading.current_thread().name))
+    exported = jax.export.export(jax.jit(lambda a: 2 * a))(np.ones(3, np.float32))
+    inside, release = threading.Event(), threading.Event()
+
+    def lower_without_lapack():
+        with programs._lapack_only_if_called(exported):
+            _export._ensure_backends_initialized(("cpu",))  # what lowering calls: skipped here
+            inside.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=lower_without_lapack, name="skipping")
+    thread.start()
+    assert inside.wait(30)
+    _export._ensure_backends_initialized(("cpu",))  # this thread, meanwhile
+    release.set()
+    thread.join(30)
+    assert set_ups == [threading.current_thread().name]

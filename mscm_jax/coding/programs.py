@@ -11,9 +11,11 @@ Compilation and running are timed apart (`compile_seconds`, `run_seconds`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import pathlib
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -46,6 +48,27 @@ def _source_digest() -> str:
     return digest.hexdigest()
 
 
+_SKIPPING_LAPACK = threading.local()  # set while this thread lowers a program that calls no LAPACK
+
+
+@functools.cache
+def _lapack_hook_installed() -> bool:
+    """Wraps jax.export's backend set-up once, so that a thread may skip LAPACK's (the hook is private:
+    False if it is gone, and programs are then lowered as JAX does)."""
+    from jax._src.export import _export
+
+    ensure = getattr(_export, "_ensure_backends_initialized", None)
+    if ensure is None:
+        return False
+
+    def ensure_unless_skipping(platforms):
+        if not getattr(_SKIPPING_LAPACK, "active", False):
+            ensure(platforms)
+
+    _export._ensure_backends_initialized = ensure_unless_skipping
+    return True
+
+
 @contextlib.contextmanager
 def _lapack_only_if_called(exported: jax.export.Exported) -> Iterator[None]:
     """Lowers an exported program without registering LAPACK unless it calls LAPACK.
@@ -53,19 +76,18 @@ def _lapack_only_if_called(exported: jax.export.Exported) -> Iterator[None]:
     Lowering any `jax.export` program for a CPU registers jaxlib's LAPACK
     handlers first, which imports scipy.linalg: 0.4 s of a 2-core machine's
     cold `decompress` (measured), for programs that never solve or factor.
-    The handlers are only needed by a module that names a `lapack_` target.
+    The handlers are only needed by a module that names a `lapack_` target
+    (the bytes are searched: a "lapack" in a source location only costs the
+    set-up). Only this thread skips it: another may be lowering one that needs it.
     """
-    from jax._src.export import _export  # the hook is private: without it, lower as JAX does
-
-    ensure = getattr(_export, "_ensure_backends_initialized", None)
-    if ensure is None or b"lapack" in exported.mlir_module_serialized:
+    if b"lapack" in exported.mlir_module_serialized or not _lapack_hook_installed():
         yield
         return
-    _export._ensure_backends_initialized = lambda platforms: None
+    _SKIPPING_LAPACK.active = True
     try:
         yield
     finally:
-        _export._ensure_backends_initialized = ensure
+        _SKIPPING_LAPACK.active = False
 
 
 class Programs:
