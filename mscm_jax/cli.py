@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mscm_jax.files import write_atomically
 from mscm_jax.model.schedules import BUILTIN_PATTERNS, ScheduleError, get_schedule
-from mscm_jax.model.tiling import DEFAULT_TILE_PIXELS, MIN_TILE_PIXELS
+from mscm_jax.model.tiling import DEFAULT_TILE_PIXELS, MIN_TILE_PIXELS, valid_tile_pixels
 from mscm_jax.model.transforms import TRANSFORMS
 
 
@@ -598,7 +598,7 @@ def _count(text: str, least: int) -> int:
 
 def _tile_pixels(text: str) -> int:
     value = _count(text, 0)
-    if 0 < value < MIN_TILE_PIXELS:
+    if not valid_tile_pixels(value):
         raise argparse.ArgumentTypeError(f"takes 0 (whole images) or at least {MIN_TILE_PIXELS}, got {value}")
     return value
 

@@ -805,10 +805,9 @@ def _checked_lanes(lanes: int | None) -> int | None:
 
 
 def _checked_tile_pixels(pixels: int) -> int:
-    least = tiling.MIN_TILE_PIXELS
-    is_integer = isinstance(pixels, (int, np.integer)) and not isinstance(pixels, bool)
-    if is_integer and (pixels == 0 or pixels >= least):
+    if tiling.valid_tile_pixels(pixels):
         return int(pixels)
+    least = tiling.MIN_TILE_PIXELS
     raise ValueError(f"tile_pixels must be 0 (whole images) or at least {least}, got {pixels!r}")
 
 

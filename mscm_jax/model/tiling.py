@@ -20,11 +20,18 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Pixels per window: a 3840x2160 image runs whole, a 4000x3000 photo in two windows.
 DEFAULT_TILE_PIXELS = 2**23
 MIN_TILE_PIXELS = 4096  # a 64 x 64 window, 4 x 4 elements of y
 _MAX_TILES_PER_AXIS = 64
+
+
+def valid_tile_pixels(pixels: object) -> bool:
+    """Whether `pixels` is a window budget: an integer, 0 (whole images) or at least MIN_TILE_PIXELS."""
+    is_integer = isinstance(pixels, (int, np.integer)) and not isinstance(pixels, bool)
+    return is_integer and bool(pixels == 0 or pixels >= MIN_TILE_PIXELS)
 
 
 @dataclasses.dataclass(frozen=True)
