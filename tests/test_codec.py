@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from mscm_jax.coding import bitstream, programs, rans_kernel
+from mscm_jax.coding import codec as codec_module
 from mscm_jax.coding.codec import Codec
 from mscm_jax.coding.integer_cdf import CodingError
 from mscm_jax.coding.model_file import ModelFileError
@@ -362,6 +363,24 @@ def test_transforms_in_tiles_write_the_same_file_and_decode_it_alike():
     for bad in (1, 4095, -4096, 4096.0, True):
         with pytest.raises(ValueError, match=r"tile_pixels must be 0 \(whole images\) or at least 4096"):
             codec.with_tile_pixels(bad)
+
+
+def test_decoding_a_file_the_codec_wrote_compiles_no_program():
+    """The encoder runs the decoder's programs with a stream buffer of the size the decoder uses."""
+    codec = codec_for("hyperprior")
+    data = codec.compress(PHOTO).data
+    assert codec.decode_latent(data)[1].compile == 0
+
+
+def test_a_stream_that_outgrows_the_usual_buffer_is_coded_again_into_the_largest(monkeypatch):
+    """With the usual buffer shrunk to 1 bit a symbol (this file spends about 12): the same bytes,
+    coded again into the largest buffer, and decoded from one of that size."""
+    codec = codec_for("hyperprior")
+    expected = codec.compress(PHOTO)
+    monkeypatch.setattr(codec_module, "USUAL_STREAM_BITS", 1)
+    result = codec.compress(PHOTO)
+    assert result.data == expected.data and result.timings.hyper > 0
+    np.testing.assert_array_equal(codec.decode_latent(result.data)[0], expected.y_hat)
 
 
 def test_files_of_chosen_lanes_decode_and_bad_lanes_are_refused():

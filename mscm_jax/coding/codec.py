@@ -48,6 +48,10 @@ from mscm_jax.model.transforms import get_transform_family
 MODEL_FILE_SUFFIX = ".mscm-model"
 DEFAULT_MAX_PIXELS = 40_000_000  # decoding refuses larger claims (a 4000x3000 photo is 12 M)
 Z_TAIL_MASS = 1e-9  # z tables reach the quantiles of this mass on each side
+# The stream buffer first tried, in bits per symbol: 16 (one word; 12 bpp at M = 192) holds every
+# stream we have seen by far (trained models spend under 3 bits a symbol), and moves a quarter of
+# the worst case's bytes (`rans.max_words`, 64 bits a symbol) between host and device.
+USUAL_STREAM_BITS = 16
 
 
 # --------------------------------------------------------------------------
@@ -59,7 +63,8 @@ Z_TAIL_MASS = 1e-9  # z tables reach the quantiles of this mass on each side
 class Timings:
     """Wall seconds of each part, excluding one-time tracing and compilation (`compile`).
 
-    hyper: hyper-analysis (encoder only), coding of z and hyper-synthesis.
+    hyper: hyper-analysis (encoder only), coding of z and hyper-synthesis, and the
+    stream's buffer (its transfer to the device; the encoder's set-up and flush).
     stages: each y stage in decoding order (decoder: parameters, CDFs and
     decoding, one call; encoder: parameters, then the coding of that stage).
     outside: the part of hyper + stages spent outside compiled calls (Python,
@@ -569,10 +574,6 @@ class Codec:
             self._constants[key] = jax.device_put(value)
         return self._constants[key]
 
-    def _capacity(self, layout: _Layout, lanes: int) -> int:
-        """Words of the largest stream an image of this size may have (the decoder pads to it)."""
-        return rans.max_words(layout.num_symbols) + 2 * lanes
-
     def estimate(self, x: np.ndarray) -> Any:
         """The model's forward pass (Mode.EVAL) on x (H, W, 3) in [0, 1]: estimated bits, reconstruction."""
         if not hasattr(self, "_forward"):
@@ -594,8 +595,8 @@ class Codec:
         latent_shape, _ = self.family.latent_shapes(height, width)
         layout = self._layout(latent_shape)
         lanes = self.lanes or rans.choose_lanes(layout.num_symbols)
-        capacity = self._capacity(layout, lanes)
-        no_words, no_state = self._zeros_like((capacity,), jnp.uint32), _idle_decoder(lanes)
+        sizes = _stream_sizes(layout.num_symbols, lanes)
+        no_words, no_state = self._zeros_like((sizes[0],), jnp.uint32), _idle_decoder(lanes)
         lane_shape = self._zeros_like((lanes,), jnp.int32)
         with watch.phase("analysis"):
             x = jnp.asarray(image.astype(np.float32) / 255.0)[None]
@@ -612,7 +613,7 @@ class Codec:
                     layout, stage, y_hat, hyper, y, no_words, no_state, checksum, decoding=False
                 )
             stages.append((params, symbols, np.int32(layout.host_counts[stage])))
-        return lanes, capacity, y_hat, z_symbols, checksum, stages
+        return lanes, sizes, y_hat, z_symbols, checksum, stages
 
     def _stage_step(
         self, layout: _Layout, stage: int, y_hat, hyper, y, words, state, checksum, decoding: bool
@@ -633,20 +634,17 @@ class Codec:
                 f"image of {width}x{height} pixels; at most {DEFAULT_MAX_PIXELS} pixels are accepted"
             )
         watch, run = _Stopwatch(self._compiled), self._compiled
-        lanes, capacity, y_hat, z_symbols, checksum, stages = self._encoder_models(image, watch)
-        state = jax.device_put(rans.new_encoder(lanes, capacity - 2 * lanes))
-        for params, symbols, count in reversed(stages):  # rANS: the last stage first
-            with watch.phase("encode"):
-                state = run("encode_y", state, symbols, params, count)
-        with watch.phase("hyper"):
-            state = run("encode_z", state, z_symbols, self._z_cdf)
-            buffer, first = run("flush", state)
+        lanes, sizes, y_hat, z_symbols, checksum, stages = self._encoder_models(image, watch)
+        state, buffer, first = self._encode_stream(lanes, sizes[0], stages, z_symbols, watch)
+        if first < 0:  # the stream outgrew the usual buffer: code it again into the largest
+            watch.seconds["hyper"].extend(watch.seconds.pop("encode"))  # the lost attempt's time
+            state, buffer, first = self._encode_stream(lanes, sizes[1], stages, z_symbols, watch)
         if int(state.overflow):
             raise integer_cdf.CodingError(
                 f"{int(state.overflow)} latent values beyond the codable range (offsets up to "
                 f"{rans.MAX_EXCESS} beyond a table); the model diverged"
             )
-        payload = rans.words_to_bytes(np.asarray(buffer)[int(first) :])
+        payload = rans.words_to_bytes(np.asarray(buffer)[first:])
         header = self._header(height, width, lanes, int(checksum))
         data = bitstream.pack(header, payload)
         rates = [run("stage_bits", *stage) for stage in stages]
@@ -667,6 +665,22 @@ class Codec:
             timings=timings, y_hat=np.asarray(y_hat)[0],
             notices=notices,
         )  # fmt: skip
+
+    def _encode_stream(self, lanes: int, size: int, stages: list, z_symbols, watch: _Stopwatch):
+        """(state, buffer, first word) of the stream of y's stages and z, in a buffer of `size` words.
+
+        The first word is negative when the stream did not fit (`rans.flush`).
+        """
+        run = self._compiled
+        with watch.phase("hyper"):
+            state = jax.device_put(rans.new_encoder(lanes, size - 2 * lanes))
+        for params, symbols, count in reversed(stages):  # rANS: the last stage first
+            with watch.phase("encode"):
+                state = run("encode_y", state, symbols, params, count)
+        with watch.phase("hyper"):
+            state = run("encode_z", state, z_symbols, self._z_cdf)
+            buffer, first = run("flush", state)
+        return state, buffer, int(first)
 
     def decompress(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecompressResult:
         """Decodes a `.mscm` file's bytes; FormatError / CodingError for anything invalid."""
@@ -696,14 +710,15 @@ class Codec:
         run = self._compiled
         latent_shape, _ = self.family.latent_shapes(header.height, header.width)
         layout = self._layout(latent_shape)
-        capacity = self._capacity(layout, header.lanes)
+        usual, largest = _stream_sizes(layout.num_symbols, header.lanes)
         words = rans.bytes_to_words(payload)
-        if len(words) > capacity:
+        if len(words) > largest:
             raise bitstream.FormatError(
-                f"payload of {len(payload)} bytes; an image of this size is coded in at most {2 * capacity}"
+                f"payload of {len(payload)} bytes; an image of this size is coded in at most {2 * largest}"
             )
         with watch.phase("hyper"):
-            words_on_device = jnp.asarray(np.pad(words, (0, capacity - len(words))))
+            size = usual if len(words) <= usual else largest
+            words_on_device = jnp.asarray(np.pad(words, (0, size - len(words))))
             z_symbols = self._zeros_like((1, *layout.z_shape), jnp.int32)
             lanes = self._zeros_like((header.lanes,), jnp.int32)
             hyper, state, checksum, y_hat = run(
@@ -815,6 +830,21 @@ def _lane_bits(final_states: np.ndarray) -> float:
     """What the lanes cost in a payload: 48 - log2(x) bits per final state x (`CompressResult`)."""
     start_bits = np.log2(rans.STATE_LOW)  # the known start state: carries nothing
     return float(np.sum(2 * rans.WORD_BITS + start_bits - np.log2(final_states.astype(np.float64))))
+
+
+def _stream_sizes(num_symbols: int, lanes: int) -> tuple[int, int]:
+    """Words of the two stream buffers of an image of `num_symbols` symbols: the usual one and the largest.
+
+    A stream is coded into (decoded from) the usual one when it fits,
+    `USUAL_STREAM_BITS` a symbol, else into the largest, which holds every
+    stream (`rans.max_words`). The decoder pads a file's words to one of them:
+    two shapes, so that the stage program the encoder compiled serves the
+    decoder too, without moving the worst case's bytes to the device each
+    time (106 MB at 3840x2160).
+    """
+    head, largest = 2 * lanes, rans.max_words(num_symbols)  # head: the final states
+    usual = min(-(-num_symbols * USUAL_STREAM_BITS // rans.WORD_BITS), largest)
+    return usual + head, largest + head
 
 
 def _idle_decoder(lanes: int) -> rans.DecoderState:

@@ -76,7 +76,11 @@ for _state in (EncoderState, DecoderState):
 
 
 def new_encoder(lanes: int, capacity: int) -> EncoderState:
-    """An encoder of `lanes` lanes whose segments will write at most `capacity` words (plus the flush).
+    """An encoder of `lanes` lanes whose segments may write `capacity` words (plus the flush).
+
+    A stream that outgrows it (`max_words` bounds every stream) is not valid:
+    `flush` then returns a negative first word, and the caller codes again
+    into a larger buffer.
 
     NumPy arrays: `jax.device_put` them, or pass them to a compiled function (built with jnp,
     each would be a program of its own to compile in every new process).
@@ -93,7 +97,10 @@ def max_words(count: int) -> int:
 
 
 def flush(state: EncoderState) -> tuple[jax.Array, jax.Array]:
-    """(buffer, first word): the stream is `buffer[first:]`, the final states at its head."""
+    """(buffer, first word): the stream is `buffer[first:]`, the final states at its head.
+
+    A negative first word: the segments wrote more than the buffer holds (see `new_encoder`).
+    """
     lanes = state.x.shape[0]
     head = jnp.stack([state.x >> WORD_BITS, state.x & 0xFFFF], axis=1).reshape(-1)
     first = state.tail - 2 * lanes
