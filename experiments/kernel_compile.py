@@ -84,7 +84,7 @@ def triton_programs(lanes: int, num_warps: int) -> dict[str, bytes]:
     )
     cdfs = jnp.asarray(integer_cdf.quantize_pmf(rng.dirichlet(np.full(17, 0.3), 6)))
     rows = jnp.zeros((1, size), jnp.int32)
-    words = jnp.zeros(rans.max_words(2 * size) + 2 * lanes, jnp.uint32)
+    words = jnp.zeros(rans.max_words(2 * size) + 2 * lanes, jnp.uint16)
     state = rans.new_decoder(words, lanes)
     kernels = {
         "y mixtures": functools.partial(rans_kernel.decode_mixture_segment, num_warps=num_warps),

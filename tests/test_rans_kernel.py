@@ -85,7 +85,7 @@ def test_the_table_kernel_decodes_what_the_xla_encoder_wrote():
 
 def test_the_kernels_lower_to_one_triton_program_each_for_gpus():
     """Triton's rules (power-of-two arrays, the operations it lowers) are checked here, without a GPU."""
-    params, words = jnp.asarray(_stream()[1][1][0]), jnp.zeros(256, jnp.uint32)  # 32 lanes, as the codec's
+    params, words = jnp.asarray(_stream()[1][1][0]), jnp.zeros(256, jnp.uint16)  # 32 lanes, as the codec's
     cdfs, _ = _tables(np.random.default_rng(0))
     rows = jnp.zeros((1, 100), jnp.int32)
 

@@ -596,7 +596,7 @@ class Codec:
         layout = self._layout(latent_shape)
         lanes = self.lanes or rans.choose_lanes(layout.num_symbols)
         sizes = _stream_sizes(layout.num_symbols, lanes)
-        no_words, no_state = self._zeros_like((sizes[0],), jnp.uint32), _idle_decoder(lanes)
+        no_words, no_state = self._zeros_like((sizes[0],), jnp.uint16), _idle_decoder(lanes)
         lane_shape = self._zeros_like((lanes,), jnp.int32)
         with watch.phase("analysis"):
             x = jnp.asarray(image.astype(np.float32) / 255.0)[None]

@@ -53,7 +53,7 @@ HalfWidthFn = Callable[[jax.Array], jax.Array]
 
 
 class EncoderState(NamedTuple):
-    """Lane states (L,) uint32, the word buffer (W,) uint32 filled from its end, its first word."""
+    """Lane states (L,) uint32, the word buffer (W,) uint16 filled from its end, its first word."""
 
     x: jax.Array
     buffer: jax.Array
@@ -87,7 +87,7 @@ def new_encoder(lanes: int, capacity: int) -> EncoderState:
     """
     size = capacity + 2 * lanes
     return EncoderState(
-        np.full(lanes, STATE_LOW, np.uint32), np.zeros(size, np.uint32), np.int32(size), np.int32(0)
+        np.full(lanes, STATE_LOW, np.uint32), np.zeros(size, np.uint16), np.int32(size), np.int32(0)
     )
 
 
@@ -102,14 +102,14 @@ def flush(state: EncoderState) -> tuple[jax.Array, jax.Array]:
     A negative first word: the segments wrote more than the buffer holds (see `new_encoder`).
     """
     lanes = state.x.shape[0]
-    head = jnp.stack([state.x >> WORD_BITS, state.x & 0xFFFF], axis=1).reshape(-1)
+    head = jnp.stack([state.x >> WORD_BITS, state.x & 0xFFFF], axis=1).reshape(-1).astype(jnp.uint16)
     first = state.tail - 2 * lanes
     return jax.lax.dynamic_update_slice(state.buffer, head, (first,)), first
 
 
 def new_decoder(words: jax.Array, lanes: int) -> DecoderState:
-    """A decoder of the stream `words` (W,) uint32 (W >= 2 * lanes; the caller checks)."""
-    head = words[: 2 * lanes].reshape(lanes, 2)
+    """A decoder of the stream `words` (W,) uint16 (W >= 2 * lanes; the caller checks)."""
+    head = words[: 2 * lanes].reshape(lanes, 2).astype(jnp.uint32)
     return DecoderState((head[:, 0] << WORD_BITS) | head[:, 1], jnp.int32(2 * lanes))
 
 
@@ -131,7 +131,7 @@ def _encode(state: EncoderState, start: jax.Array, freq: jax.Array, active: jax.
     tail = state.tail - jnp.sum(need, dtype=jnp.int32)
     where = tail + jnp.cumsum(need, dtype=jnp.int32) - need  # lane order, as the decoder reads
     where = jnp.where(need, where, state.buffer.shape[0])  # out of bounds: dropped
-    buffer = state.buffer.at[where].set(x & 0xFFFF, mode="drop")
+    buffer = state.buffer.at[where].set((x & 0xFFFF).astype(jnp.uint16), mode="drop")
     x = jnp.where(need, x >> WORD_BITS, x)
     coded = ((x // freq) << PRECISION) + (x % freq) + start.astype(jnp.uint32)
     return state._replace(x=jnp.where(active, coded, x), buffer=buffer, tail=tail)
@@ -345,4 +345,4 @@ def words_to_bytes(words: np.ndarray) -> bytes:
 
 
 def bytes_to_words(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, "<u2").astype(np.uint32)
+    return np.frombuffer(data, "<u2").astype(np.uint16)
