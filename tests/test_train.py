@@ -85,6 +85,48 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
     assert step == 2 and all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
 
 
+def test_a_fresh_state_and_its_checkpoint_compile_a_few_programs_and_refuse_non_finite_values(tmp_path):
+    """The optimizer and EMA start and the checkpoint's finiteness check are compiled calls: op by op,
+    each operation compiled once per parameter shape (over 40 programs, 3 s of a tiny model's start)."""
+    from mscm_jax.model.compression_model import CompressionModel
+    from mscm_jax.training import train as training
+    from mscm_jax.training.configs import model_config
+
+    # N = M = 6: parameter shapes no other test compiles, so no program is already in this process.
+    config = load_config(TINY, ["--config.model.N=6", "--config.model.M=6", "--config.train.ema_decay=0.5"])
+    model = CompressionModel(model_config(config))
+    params = training.init_params(model, jax.random.PRNGKey(0), 32)
+    compiled = []
+
+    def count(event, _seconds, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        tx = training.make_optimizer(config.train, params)
+        opt_state, ema = training.optimizer_and_ema(tx, params, config.train)
+        state = training.TrainState(jnp.zeros((), jnp.int32), params, opt_state, ema)
+        manager = training.checkpoint_manager(training.absolute_workdir(tmp_path / "run"), 1)
+        training.save_checkpoint(manager, state, {"seed": 0, "next_step": 0})
+        manager.wait_until_finished()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
+    assert len(compiled) <= 4, len(compiled)
+    assert manager.latest_step() == 0
+    # The EMA is a copy, not the parameters' buffers (the train step donates both).
+    ema_leaf, param_leaf = jax.tree.leaves(ema)[0], jax.tree.leaves(params)[0]
+    assert ema_leaf.unsafe_buffer_pointer() != param_leaf.unsafe_buffer_pointer()
+    np.testing.assert_array_equal(np.asarray(ema_leaf), np.asarray(param_leaf))
+    for tree in ("params", "ema_params"):
+        leaves, structure = jax.tree.flatten(getattr(state, tree))
+        leaves[-1] = leaves[-1].at[(0,) * leaves[-1].ndim].set(np.nan)  # one NaN
+        broken = state.replace(**{tree: jax.tree.unflatten(structure, leaves)})
+        with pytest.raises(TrainingError, match="refusing to checkpoint non-finite parameters at step 0"):
+            training.save_checkpoint(manager, broken, {"seed": 0, "next_step": 0})
+    manager.close()
+
+
 def test_freeze_ema_and_gradient_accumulation(tmp_path):
     config = tiny(**{
         "train.freeze": "analysis,synthesis", "train.ema_decay": 0.5,

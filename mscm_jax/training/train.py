@@ -154,12 +154,18 @@ def init_state(
 ) -> tuple[TrainState, optax.GradientTransformation]:
     params = init_params(model, key, crop)
     tx = make_optimizer(train_cfg, params)
-    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), initial_ema(params, train_cfg)), tx
+    return TrainState(jnp.zeros((), jnp.int32), params, *optimizer_and_ema(tx, params, train_cfg)), tx
 
 
-def initial_ema(params: Any, train_cfg) -> Any:
-    """The EMA's start: a copy (it must not share donated buffers with the params); {} if off."""
-    return jax.tree.map(jnp.copy, params) if train_cfg.ema_decay > 0 else {}
+def optimizer_and_ema(tx: optax.GradientTransformation, params: Any, train_cfg) -> tuple[Any, Any]:
+    """The optimizer's initial state and the EMA's start (a copy, which must not share donated
+    buffers with the params; {} if off), in one compiled call: run op by op they compiled each
+    operation per parameter shape apart, 1.0 s of a tiny model's start on a 2-core CPU."""
+
+    def start(params):
+        return tx.init(params), jax.tree.map(jnp.copy, params) if train_cfg.ema_decay > 0 else {}
+
+    return jax.jit(start)(params)
 
 
 # --------------------------------------------------------------------------
@@ -180,9 +186,15 @@ def checkpoint_manager(workdir: epath.Path, keep: int) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(workdir / "checkpoints", options=options)
 
 
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    """Whether every value in `tree` is finite: one compiled call (checked leaf by leaf, op by op,
+    it compiled two operations per parameter shape, 2.1 s of a tiny model's first checkpoint)."""
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)] or [True]))
+
+
 def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, loader_state: dict) -> None:
-    leaves = jax.tree.leaves((state.params, state.ema_params))
-    if not all(bool(jnp.all(jnp.isfinite(x))) for x in leaves):
+    if not bool(_all_finite((state.params, state.ema_params))):
         raise TrainingError(f"refusing to checkpoint non-finite parameters at step {int(state.step)}")
     manager.save(
         int(state.step),
@@ -348,7 +360,7 @@ def start_state(
         source_params = jax.device_get(source_params)
         groups = param_groups(t_cfg.init_from_groups) or set(state.params["params"])
         params = _take_groups(state.params, source_params, groups, f"{t_cfg.init_from} (step {source_step})")
-        state = TrainState(state.step, params, tx.init(params), initial_ema(params, t_cfg))
+        state = TrainState(state.step, params, *optimizer_and_ema(tx, params, t_cfg))
         print(f"initialized {sorted(groups)} from {t_cfg.init_from} step {source_step}", file=sys.stderr)
     return state, tx
 
