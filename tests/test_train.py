@@ -112,7 +112,7 @@ def test_a_fresh_state_and_its_checkpoint_compile_a_few_programs_and_refuse_non_
         manager.wait_until_finished()
     finally:
         jax.monitoring.unregister_event_duration_listener(count)
-    assert len(compiled) <= 4, len(compiled)
+    assert len(compiled) <= 6, len(compiled)  # 3 with jax 0.10.2; op by op, 46
     assert manager.latest_step() == 0
     # The EMA is a copy, not the parameters' buffers (the train step donates both).
     ema_leaf, param_leaf = jax.tree.leaves(ema)[0], jax.tree.leaves(params)[0]
