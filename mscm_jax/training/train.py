@@ -95,6 +95,15 @@ def rate_distortion_loss(result, x: jax.Array, lmbda: float) -> tuple[jax.Array,
     return loss, {"loss": loss, "bpp": bpp, "mse": mse, "psnr": -10.0 * jnp.log10(mse)}
 
 
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    """Whether every value in `tree` is finite (the train step's gradients, a checkpoint's state).
+
+    One compiled call: checked leaf by leaf, op by op, before a checkpoint it compiled two
+    operations per parameter shape, 2.1 s of a tiny model's first checkpoint."""
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)] or [True]))
+
+
 def make_train_step(model: CompressionModel, tx: optax.GradientTransformation, train_cfg):
     """The jitted-to-be step: accumulate over micro-batches, skip non-finite updates."""
     lmbda = float(train_cfg.lmbda)
@@ -118,9 +127,7 @@ def make_train_step(model: CompressionModel, tx: optax.GradientTransformation, t
         grads = jax.tree.map(lambda g: g / accum, grads)
         metrics = {k: v / accum for k, v in metrics.items()}
 
-        finite = jnp.isfinite(metrics["loss"]) & jnp.all(
-            jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
-        )
+        finite = jnp.isfinite(metrics["loss"]) & _all_finite(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = state.ema_params
@@ -184,13 +191,6 @@ def checkpoint_manager(workdir: epath.Path, keep: int) -> ocp.CheckpointManager:
         max_to_keep=keep, create=True, cleanup_tmp_directories=True, enable_async_checkpointing=True
     )
     return ocp.CheckpointManager(workdir / "checkpoints", options=options)
-
-
-@jax.jit
-def _all_finite(tree: Any) -> jax.Array:
-    """Whether every value in `tree` is finite: one compiled call (checked leaf by leaf, op by op,
-    it compiled two operations per parameter shape, 2.1 s of a tiny model's first checkpoint)."""
-    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)] or [True]))
 
 
 def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, loader_state: dict) -> None:
