@@ -167,6 +167,38 @@ def test_jax_coder_writes_the_reference_bytes_and_both_round_trip(lanes, sizes, 
         np.testing.assert_array_equal(theirs, offsets)
 
 
+def test_the_search_finds_the_bin_of_every_slot_for_every_alphabet_size():
+    """All 2^16 slots, one per lane, against a search of the materialized CDF: every T, up to 129 bins."""
+    mixtures = [  # (means, scales, weights) of K = 3 components, T = 1 to 64
+        ((0.0, 0.0, 0.1), (0.11, 0.12, 0.13), (0.5, 0.3, 0.2)),
+        ((0.3, 0.0, 0.2), (0.15, 0.2, 0.1), (0.98, 0.01, 0.01)),
+        ((0.3, 0.0, 0.2), (0.3, 0.2, 0.4), (0.98, 0.01, 0.01)),
+        ((1.0, -1.0, 0.0), (0.5, 1.0, 0.7), (0.3, 0.3, 0.4)),
+        ((1.0, -1.0, 0.0), (1.5, 1.0, 2.0), (0.3, 0.3, 0.4)),
+        ((0.0, 3.0, -9.0), (0.11, 0.5, 2.0), (0.5, 0.49, 0.01)),
+        ((0.0, 3.0, -40.0), (0.11, 0.5, 2.0), (0.98, 0.01, 0.01)),
+        ((-20.0, 30.0, 0.0), (8.0, 0.2, 40.0), (0.4, 0.4, 0.2)),
+    ]
+    means, scales, weights = (np.asarray([m[i] for m in mixtures], np.float32).T for i in range(3))
+    params = integer_cdf.quantize_parameters(*map(jnp.asarray, (means, scales, weights)), False)
+    tables = np.asarray(_cdf_tables(params))
+    assert set(np.asarray(params[1]).tolist()) == {0, 1, 2, 3, 4, 5, 6}  # T = 1, 2, ..., 64
+    slots = jnp.arange(1 << 16, dtype=jnp.int32)
+
+    @jax.jit
+    def search(model):
+        model = jnp.broadcast_to(model[:, None], (model.shape[0], slots.shape[0]))
+        return rans._search(model, integer_cdf.half_widths(model), slots, integer_cdf.mixture_cdf)
+
+    for column, table in enumerate(tables):
+        num_bins = 2 * (1 << int(params[1, column])) + 1
+        expected = np.searchsorted(table[: num_bins + 1], np.asarray(slots), side="right") - 1
+        bins, low, high = map(np.asarray, search(params[:, column]))
+        np.testing.assert_array_equal(bins, expected)
+        np.testing.assert_array_equal(low, table[expected])
+        np.testing.assert_array_equal(high, table[expected + 1])
+
+
 def test_damaged_streams_never_decode_to_the_original_and_offsets_beyond_the_range_are_counted():
     lanes, segments = 5, _segments(np.random.default_rng(7), (37, 0, 64))
     (buffer, first), _ = _jax_encode(lanes, [tuple(map(jnp.asarray, s)) for s in segments])

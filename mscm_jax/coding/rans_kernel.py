@@ -11,10 +11,9 @@ stages (`integer_cdf.mixture_cdf`), `decode_table_segment` z
 The step is `rans`'s own (`rans._decode_step`) applied to what the kernel
 loads: the models' rows one at a time and the tables as refs, so that every
 array the kernel handles has a power-of-two size, as Triton requires (the
-lanes are a power of two; the second round of the search is 16 edges wide,
-not 10, which finds the same bin). Escapes are branched around inside the
-kernel. Elsewhere than on a GPU it runs in Pallas' interpret mode (slow: for
-tests).
+lanes are a power of two, and so are the search's rounds, `rans.SEARCH_WIDTHS`).
+Escapes are branched around inside the kernel. Elsewhere than on a GPU it runs
+in Pallas' interpret mode (slow: for tests).
 """
 
 from __future__ import annotations
@@ -27,8 +26,6 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
 from mscm_jax.coding import integer_cdf, rans
-
-KERNEL_FINE_WIDTH = 16  # the search's second round, a power of two >= rans.FINE_WIDTH
 
 
 def decode_mixture_segment(
@@ -131,7 +128,7 @@ def _decode_kernel(x_ref, position_ref, count_ref, words_ref, models_ref, *refs,
         active = start + jnp.arange(lanes) < count
         kernel_cdf = functools.partial(cdf, tables=tables)
         state, offsets = rans._decode_step(
-            state, words_ref, model, active, kernel_cdf, half_widths, KERNEL_FINE_WIDTH, _if_any_escape
+            state, words_ref, model, active, kernel_cdf, half_widths, _if_any_escape
         )
         out_ref[pl.ds(start, lanes)] = offsets
         return state
