@@ -66,15 +66,30 @@ def test_training_run_leaves_checkpoint_config_and_metrics(tmp_path, monkeypatch
     assert_trees_equal(again.state.params, summary.state.params)
 
 
-def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
+def test_nonfinite_steps_are_skipped_then_stop(tmp_path, monkeypatch):
+    """Run a: a finite loss with NaN gradients (skipped); run b: NaN batches, a NaN loss (stops)."""
+    from mscm_jax.training import train as training
+
     config = tiny(**{"train.max_nonfinite_in_row": 2, "train.total_steps": 6})
     good = np.full((4, 32, 32, 3), 0.5, np.float32)
-    bad = np.full_like(good, np.nan)
+    bad, bright = np.full_like(good, np.nan), np.ones_like(good)
 
     def batches(kinds):
-        yield from ((i, bad if k == "bad" else good) for i, k in enumerate(kinds))
+        yield from ((i, {"bad": bad, "bright": bright}.get(k, good)) for i, k in enumerate(kinds))
 
-    summary = train(config, tmp_path / "a", batches=batches(["bad", "good", "bad", "good"]), progress=False)
+    rate_distortion_loss = training.rate_distortion_loss
+
+    def loss_with_nan_gradients_on_bright_batches(result, x, lmbda):
+        loss, metrics = rate_distortion_loss(result, x, lmbda)
+        # 0 * sqrt(0) adds 0 to the loss, and NaN to its gradients (sqrt's slope at 0 is infinite).
+        loss = loss + 0.0 * jnp.sqrt(jnp.where(jnp.max(x) > 0.9, metrics["mse"] - metrics["mse"], 1.0))
+        return loss, {**metrics, "loss": loss}
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "rate_distortion_loss", loss_with_nan_gradients_on_bright_batches)
+        summary = train(
+            config, tmp_path / "a", batches=batches(["bright", "good", "bright", "good"]), progress=False
+        )
     assert summary.skipped_steps == 2
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(summary.state.params))
 
