@@ -243,6 +243,8 @@ def encode_segment(state: EncoderState, offsets: jax.Array, models: jax.Array, c
 
 # CDF values per lane in each round of the decoder's search: round i leaves segments of at most
 # ceil(n / (w_i + 1)) of n bins, so five rounds of two reach one bin of MAX_BINS (3^5 >= 129).
+# Powers of two, as Triton requires of the decode kernel's arrays (`rans_kernel`); rounds of
+# one value are far slower under XLA, which then fuses the rounds and recomputes the CDFs.
 SEARCH_WIDTHS = (2, 2, 2, 2, 2)
 
 
@@ -255,7 +257,7 @@ def _search(model: jax.Array, half_width: jax.Array, slot: jax.Array, cdf_fn: Cd
     segment [lo, hi), and keeps the part the slot falls in, with the CDF at its
     two ends. Ten values per symbol (five rounds of two) instead of a two-round
     search's 26: the CDF, a mixture of K Gaussians, is most of a step's work,
-    and on a 2-core CPU (XLA) a step took 9.3 us instead of 14.5 us at 32 lanes
+    and on a 2-core CPU (XLA) a step of 32 lanes took 10.1 us instead of 15.0 us
     (docs/status.md). Edges past the segment are computed at its end, whose
     CDF is known to exceed the slot, so no edge leaves the alphabet. With too few
     rounds for `MAX_BINS` bins the segment would end wider than one bin.
