@@ -67,7 +67,9 @@ def test_training_run_leaves_checkpoint_config_and_metrics(tmp_path, monkeypatch
 
 
 def test_nonfinite_steps_are_skipped_then_stop(tmp_path, monkeypatch):
-    """Run a: a finite loss with NaN gradients (skipped); run b: NaN batches, a NaN loss (stops)."""
+    """Run a: a finite loss with NaN gradients (skipped); run b: NaN batches, a NaN loss (stops).
+
+    Both runs train with the loss below, so that they share one compiled step."""
     from mscm_jax.training import train as training
 
     config = tiny(**{"train.max_nonfinite_in_row": 2, "train.total_steps": 6})
@@ -85,11 +87,10 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path, monkeypatch):
         loss = loss + 0.0 * jnp.sqrt(jnp.where(jnp.max(x) > 0.9, metrics["mse"] - metrics["mse"], 1.0))
         return loss, {**metrics, "loss": loss}
 
-    with monkeypatch.context() as patch:
-        patch.setattr(training, "rate_distortion_loss", loss_with_nan_gradients_on_bright_batches)
-        summary = train(
-            config, tmp_path / "a", batches=batches(["bright", "good", "bright", "good"]), progress=False
-        )
+    monkeypatch.setattr(training, "rate_distortion_loss", loss_with_nan_gradients_on_bright_batches)
+    summary = train(
+        config, tmp_path / "a", batches=batches(["bright", "good", "bright", "good"]), progress=False
+    )
     assert summary.skipped_steps == 2
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(summary.state.params))
 
