@@ -47,7 +47,8 @@ MAX_EXCESS = (1 << (MAX_EXCESS_BITS + 1)) - 2  # e + 1 < 2^24
 MAX_BINS = 129  # alphabets of at most 129 bins (T <= 64)
 MAX_LANES = 4096
 
-# cdf_fn(models (R, L), edge (L,) int32) -> (L,) int32 CDF in [0, 2^16]; half_width_fn(models) -> (L,) T.
+# cdf_fn(models (R, L), edges (L,) or (w, L) int32) -> CDFs of edges' shape in [0, 2^16] (the decoder's
+# search asks for w edges per lane at once); half_width_fn(models) -> (L,) T.
 CdfFn = Callable[[jax.Array, jax.Array], jax.Array]
 HalfWidthFn = Callable[[jax.Array], jax.Array]
 
