@@ -41,7 +41,7 @@ def main() -> None:
     for size in args.sizes:
         image = _image_of_size(load_sample(args.image), *SIZES[size])
         default = codec.compress(image)
-        symbols = codec._layout(codec.family.latent_shapes(*image.shape[:2])[0]).num_symbols
+        symbols = codec._layout(codec.family.latent_shapes(*image.shape[:2])[0], 0).num_symbols
         files = {lanes: codec.with_lanes(lanes).compress(image) for lanes in sorted(set(args.lanes))}
         seconds = {lanes: [] for lanes in files}
         for result in files.values():  # compiles each lane count's programs

@@ -21,7 +21,7 @@ from mscm_jax.model.entropy_models import DeepFactorized, GaussianMixtureConditi
 from mscm_jax.model.ops import QuantizationMode, quantize
 from mscm_jax.model.schedules import Schedule, ScheduleError, StagePlan, builtin_schedules, get_schedule
 
-__version__ = "0.3.15"
+__version__ = "0.3.16"
 
 # The other layers' public names load on first use: `import mscm_jax` for the
 # model alone does not pay for Orbax, the coder or their programs.

@@ -281,7 +281,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     planned = _planned_outputs(args.images, IMAGE_SUFFIXES, args.output, ".mscm")
     enable_compilation_cache()
-    codec = Codec.load(args.model).with_tile_pixels(args.tile_pixels)
+    codec = Codec.load(args.model).with_tile_pixels(args.tile_pixels).with_size_step(args.size_step)
     if args.lanes is not None:
         codec = codec.with_lanes(args.lanes)
     print(f"model {args.model}: {codec.config.transform}, N={codec.config.N}, M={codec.config.M}, "
@@ -398,7 +398,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"{path}: {header.width}x{header.height}, {len(data)} bytes, {8 * len(data) / pixels:.4f} bpp "
               f"(payload {len(payload)} bytes, header and checksum {len(data) - len(payload)})")  # fmt: skip
         print(f"  model {model}")
-        print(f"  schedule {schedule}; coder {coders[header.coder]}; {header.lanes} rANS lanes; "
+        step = f"size step {header.size_step}" if header.size_step else "stages on the image's own latent"
+        print(f"  schedule {schedule}; coder {coders[header.coder]}; {header.lanes} rANS lanes; {step}; "
               f"format version {header.version}")  # fmt: skip
 
     return _for_each([spec for spec, _ in _expand_folders(args.files, (".mscm",))], info_one)
@@ -614,6 +615,18 @@ def _add_tile_option(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _add_size_step_option(parser: argparse.ArgumentParser) -> None:
+    from mscm_jax.coding.codec import DEFAULT_SIZE_STEP  # not at import: the codec imports more of JAX
+
+    parser.add_argument(
+        "--size-step", type=_non_negative, default=DEFAULT_SIZE_STEP, metavar="PIXELS",
+        help=f"images whose sides round up to the same multiples of PIXELS, a multiple of 64 (default "
+        f"{DEFAULT_SIZE_STEP}), share the stage programs: fewer compilations for many sizes, up to one "
+        "step's rows and columns computed and not coded; 0: programs of each size's own (files "
+        "record it; decoders use the file's)",
+    )  # fmt: skip
+
+
 def _positive(text: str) -> int:
     return _count(text, 1)
 
@@ -687,6 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rANS lanes, 1-4096 (default: about sqrt(symbols) / 16): each costs about 3 bytes "
                         "per file; fewer make decoding less parallel")  # fmt: skip
     _add_tile_option(p)
+    _add_size_step_option(p)
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("info", help="what .mscm files hold, from their headers: size, model, schedule, coder")

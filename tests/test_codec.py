@@ -1,5 +1,6 @@
 """The codec: exact round trips for every schedule, real rates, errors, fuzzing, exported models."""
 
+import dataclasses
 import functools
 import struct
 import subprocess
@@ -304,7 +305,7 @@ def test_cli_compress_decompress_and_export(trained_workdir, tmp_path):
     size = (tmp_path / "out" / "chelsea.mscm").stat().st_size
     assert chelsea.startswith(f"out/chelsea.mscm: 451x300, {size} bytes")
     assert "in the store: mbt2018" in chelsea and "schedule mscm2x2 [[0, 1], [2, 3]]; coder 4" in chelsea
-    assert "5 rANS lanes" in chelsea and run.stdout.count("format version 2") == 3
+    assert "5 rANS lanes" in chelsea and run.stdout.count("format version 3") == 3
     assert cli("export", str(trained_workdir), "-o", "m.mscm-model").returncode == 0
     run = cli("decompress", "out", "--model", "m.mscm-model", "-o", "dec/")
     assert run.returncode == 0, run.stderr
@@ -398,3 +399,46 @@ def test_files_of_chosen_lanes_decode_and_bad_lanes_are_refused():
     for bad in (0, 4097, 2.5, True, "8"):
         with pytest.raises(ValueError, match="lanes must be an integer from 1 to 4096"):
             codec.with_lanes(bad)
+
+
+def test_sizes_of_one_bucket_share_the_stage_programs_and_files_record_their_step():
+    """Size steps of 256 and 0 pixels: latents of 8 x 12 and 8 x 16 run on one 16 x 16 bucket, or
+    each on its own. A file records its step; any codec decodes it with the file's."""
+    bucketed = codec_for("mscm4x4-paper")
+    exact = Codec(bucketed.config, bucketed.params, size_step=0)  # programs of its own
+    images = (PHOTO, load_sample("coffee")[:90, :250])
+
+    def stage_programs(codec):
+        return {key for key in codec._compiled._cache if key[0] == "stage_step"}
+
+    files = {codec: [codec.compress(images[0])] for codec in (exact, bucketed)}
+    compiled = {codec: stage_programs(codec) for codec in files}
+    for codec, results in files.items():
+        results.append(codec.compress(images[1]))
+        # The second size's stage program: the exact codec compiles its own, the bucketed none.
+        assert len(stage_programs(codec) - compiled[codec]) == (codec is exact)
+    compiled = {codec: stage_programs(codec) for codec in files}
+    for image, bucket_file, exact_file in zip(images, files[bucketed], files[exact], strict=True):
+        assert [bitstream.unpack(f.data)[0].size_step for f in (bucket_file, exact_file)] == [256, 0]
+        np.testing.assert_array_equal(exact.decompress(bucket_file.data).y_hat, bucket_file.y_hat)
+        np.testing.assert_array_equal(bucketed.decompress(exact_file.data).y_hat, exact_file.y_hat)
+        np.testing.assert_array_equal(bucket_file.y_hat, _model_output(bucketed, image).y_hat[0])
+    # Each decoded the other's files with the other's programs, of the file's step.
+    added = {codec: stage_programs(codec) - compiled[codec] for codec in files}
+    assert added[exact] and added[exact] <= compiled[bucketed] and added[bucketed] <= compiled[exact]
+    assert bucketed._bucket((7, 9), 64) == (8, 12) and bucketed._bucket((7, 9), 0) == (7, 9)
+    for bad in (-64, 32, 100, 4160, 64.0, True):
+        with pytest.raises(ValueError, match=r"size_step must be 0 \(.*\) or a multiple of 64 pixels"):
+            exact.with_size_step(bad)
+
+
+def test_size_steps_an_encoder_could_not_have_written_are_refused_before_any_allocation():
+    for schedule, step, message in [
+        ("mscm4x4-paper", 4096, "size step of 4096 pixels makes its stages run on 4096x4096 pixels"),
+        ("serial", 64, r"size step of 64 pixels; this model's files have multiples of 64 \(serial: 0\)"),
+    ]:
+        codec = codec_for(schedule)
+        header, payload = bitstream.unpack(codec.compress(PHOTO).data)
+        data = bitstream.pack(dataclasses.replace(header, size_step=step), payload)
+        with pytest.raises(bitstream.FormatError, match=message):
+            codec.decompress(data, max_pixels=2**22)

@@ -180,7 +180,7 @@ def test_int8_inputs_compute_what_the_two_product_split_computes():
     assert int8 == integer_path.Int8Inputs((False, True, True, True, True), True, (True, True, True))
     assert len(path.hyper_zero_points) == 4 and len(path.network_zero_points) == 2
     y_hat = jnp.asarray(codec.compress(PHOTO).y_hat)[None]
-    layout = codec._layout(y_hat.shape[1:3])
+    layout = codec._layout(y_hat.shape[1:3], 0)  # the latent of the image alone
     z = np.random.default_rng(0).integers(-3, 4, (1, *layout.z_shape))
     steps = codec.family.hyper_synthesis_steps
 

@@ -226,3 +226,33 @@ def test_lanes_grow_with_the_image():
     assert rans.choose_lanes(313_344) == 32  # 512x768, M = 192
     assert rans.choose_lanes(6_500_000) == 128  # 3840x2160
     assert rans.choose_lanes(10**12) == rans.MAX_LANES
+
+
+def test_a_traced_count_codes_only_the_first_symbols_of_a_longer_segment():
+    """A size bucket's segments (`codec.Codec`): 37 symbols of 64, the count known only when run;
+    the bytes of the 37 alone, whatever is padded past them."""
+    lanes, count = 5, 37
+    (params, offsets), (junk, _) = _segments(np.random.default_rng(7), (64, 64))
+    params = params.copy()
+    params[:, count:] = junk[:, count:]
+    tables = np.asarray(_cdf_tables(jnp.asarray(params[:, :count])))
+    expected = reference_encode([(tables, offsets[:count], 1 << params[1, :count])], lanes)
+
+    @jax.jit
+    def code(params, offsets, count):
+        state = rans.new_encoder(lanes, rans.max_words(offsets.shape[0]))
+        state = rans.encode_segment(
+            state, offsets, params, integer_cdf.mixture_cdf, integer_cdf.half_widths, count
+        )
+        buffer, first = rans.flush(state)
+        words = jax.lax.dynamic_slice_in_dim(buffer, first, len(expected))
+        decoder = rans.new_decoder(words, lanes)
+        decoder, decoded = rans.decode_segment(
+            decoder, words, params, integer_cdf.mixture_cdf, integer_cdf.half_widths, count
+        )
+        return words, decoded, rans.decoder_finished(decoder, words)
+
+    words, decoded, finished = code(jnp.asarray(params), jnp.asarray(offsets), jnp.int32(count))
+    np.testing.assert_array_equal(np.asarray(words), expected)
+    np.testing.assert_array_equal(np.asarray(decoded)[:count], offsets[:count])
+    assert bool(finished)

@@ -1,9 +1,9 @@
-"""The `.mscm` file format, version 2 (documented in docs/format.md).
+"""The `.mscm` file format, version 3 (documented in docs/format.md; version 2 is read too).
 
 All integers little-endian; `varint` is unsigned LEB128 (at most 5 bytes).
 
     magic            4 bytes  b"MSCM"
-    format version   u8       2
+    format version   u8       3 (2: as 3 without the size step)
     coder            u8       4 = `rans` with the integer models of `coding`, entropy
                               parameters from the float networks (`CODER_RANS`);
                               5 = the same, parameters from the model's integer path
@@ -12,6 +12,9 @@ All integers little-endian; `varint` is unsigned LEB128 (at most 5 bytes).
     height, width    varint   image size in pixels (1 .. MAX_SIDE each)
     schedule         u8 n, then n*n bytes: the stage pattern (n = 0: serial)
     lanes            varint   interleaved rANS lanes L (1 .. rans.MAX_LANES)
+    size step        varint   k: the stages were computed on the latent of the image's sides
+                              rounded up to multiples of k * SIZE_STEP_UNIT pixels
+                              (0: the image's own; k <= MAX_SIZE_STEP / SIZE_STEP_UNIT)
     symbol checksum  u32      of every decoded symbol (`integer_cdf.symbol_checksum`)
     payload          one rANS stream of 16-bit words: z, then every stage of y
     file checksum    u32      CRC32 of every byte before it
@@ -32,13 +35,19 @@ import numpy as np
 from mscm_jax.coding import rans
 
 MAGIC = b"MSCM"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READ_FORMATS = (2, 3)  # 2: mscm-jax 0.2.0 to 0.3.15, no size step (the image's own latent)
 CODER_RANS = 4
 CODER_RANS_INTEGER = 5
 CODERS = (CODER_RANS, CODER_RANS_INTEGER)
 # What wrote the earlier formats, for the message that refuses them.
 EARLIER_FORMATS = {1: "mscm-jax 0.1 (constriction's range coder, float tables)"}
 FINGERPRINT_BYTES = 16
+# The size step's unit, the hyper-analysis stride of every transform family, and its largest value:
+# a bucket's latent is at most one step per side larger than the image's, which the decoder's
+# pixel limit also bounds (`codec.Codec`).
+SIZE_STEP_UNIT = 64
+MAX_SIZE_STEP = 4096
 MAX_SIDE = 1 << 16
 MAX_PIXELS = 1 << 28
 _FIXED = len(MAGIC) + 2 + FINGERPRINT_BYTES
@@ -58,6 +67,7 @@ class FileHeader:
     symbol_checksum: int
     coder: int = CODER_RANS
     version: int = FORMAT_VERSION
+    size_step: int = 0  # pixels; 0: the stages ran on the image's own latent (every version-2 file)
 
 
 def _varint(value: int) -> bytes:
@@ -102,7 +112,12 @@ def pack(header: FileHeader, payload: bytes) -> bytes:
     else:
         out.append(len(header.pattern))
         out += bytes(np.asarray(header.pattern, np.uint8).ravel())
-    out += _varint(header.lanes) + struct.pack("<I", header.symbol_checksum)
+    out += _varint(header.lanes)
+    if header.version >= 3:
+        if header.size_step % SIZE_STEP_UNIT or not 0 <= header.size_step <= MAX_SIZE_STEP:
+            raise ValueError(f"size_step must be a multiple of {SIZE_STEP_UNIT} from 0 to {MAX_SIZE_STEP}")
+        out += _varint(header.size_step // SIZE_STEP_UNIT)
+    out += struct.pack("<I", header.symbol_checksum)
     out += payload
     out += struct.pack("<I", zlib.crc32(out))
     return bytes(out)
@@ -124,7 +139,7 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[FileHeader, bytes
         raise FormatError(
             f"file format version {version} is newer than this mscm-jax supports ({FORMAT_VERSION}); upgrade"
         )
-    if version != FORMAT_VERSION:
+    if version not in READ_FORMATS:
         raise FormatError(f"invalid file format version {version}")
     (stored_crc,) = struct.unpack("<I", data[-4:])
     if zlib.crc32(data[:-4]) != stored_crc:
@@ -148,6 +163,12 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[FileHeader, bytes
     lanes = reader.varint("the lane count")
     if not 1 <= lanes <= rans.MAX_LANES:
         raise FormatError(f"header claims {lanes} rANS lanes; accepted: 1..{rans.MAX_LANES}")
+    size_step = SIZE_STEP_UNIT * reader.varint("the size step") if version >= 3 else 0
+    if size_step > MAX_SIZE_STEP:
+        raise FormatError(
+            f"header claims a size step of {size_step} pixels; accepted: multiples of {SIZE_STEP_UNIT} "
+            f"up to {MAX_SIZE_STEP}"
+        )
     (checksum,) = struct.unpack("<I", reader.take(4, "the symbol checksum"))
     payload = bytes(data[reader.pos : reader.end])
     if len(payload) % 2 or len(payload) < 4 * lanes:
@@ -155,7 +176,8 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[FileHeader, bytes
             f"payload of {len(payload)} bytes: a stream of {lanes} lanes is an even number of bytes, "
             f"at least {4 * lanes}"
         )
-    return FileHeader(fingerprint, height, width, pattern, lanes, checksum, coder, version), payload
+    header = FileHeader(fingerprint, height, width, pattern, lanes, checksum, coder, version, size_step)
+    return header, payload
 
 
 def header_bytes(data: bytes) -> int:
@@ -166,4 +188,6 @@ def header_bytes(data: bytes) -> int:
     n = reader.take(1, "the schedule")[0]
     reader.take(n * n, "the schedule pattern")
     reader.varint("the lane count")
+    if data[4] >= 3:
+        reader.varint("the size step")
     return reader.pos + 4 + 4

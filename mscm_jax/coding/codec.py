@@ -52,6 +52,9 @@ Z_TAIL_MASS = 1e-9  # z tables reach the quantiles of this mass on each side
 # stream we have seen by far (trained models spend under 3 bits a symbol), and moves a quarter of
 # the worst case's bytes (`rans.max_words`, 64 bits a symbol) between host and device.
 USUAL_STREAM_BITS = 16
+# Images whose sizes round up to the same multiple of this many pixels share the stage programs
+# (`Codec`, size_step): at most 3/4 of a step's rows and columns are computed and not coded.
+DEFAULT_SIZE_STEP = 256
 
 
 # --------------------------------------------------------------------------
@@ -219,17 +222,25 @@ def z_cdf_tables(model: CompressionModel, params: Any) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class _Layout:
-    """What one image size needs: its stage plan, each stage's kernel and element indices."""
+    """What one image size needs: its bucket's stage plan, each stage's kernel and element indices.
 
-    plan: StagePlan
+    The stage programs run on the bucket (`Codec._bucket`), a latent of at
+    least the image's; its elements beyond the image's latent are computed,
+    never coded, and stay zero, as those beyond an image's edge always are.
+    """
+
+    latent_shape: tuple[int, int]  # the image's
+    size_step: int  # the bucket's: the image's latent rounded up to multiples of this many pixels
+    plan: StagePlan  # of the bucket
     kernels: tuple  # each stage's StageKernel, all padded to one tap count
-    # (S, E) per stage: indices into its flattened (P, 1, h, w, M), padded; None where every
-    # stage codes all of them in order (the patch size divides the latent, no padding entries).
+    # (S, E) per stage: indices into its flattened (P, 1, h, w, M), the image's elements in their
+    # order, padded to the bucket's E; None where every stage codes all of them in order.
     elements: jax.Array | None
     counts: jax.Array  # (S,) elements per stage
     host_counts: np.ndarray
     z_shape: tuple[int, int, int]
-    num_symbols: int
+    num_symbols: int  # the image's: what the lanes are chosen from
+    buffer_symbols: int  # the bucket's: what the stream buffers are sized for, one shape per bucket
 
 
 class Codec:
@@ -256,7 +267,8 @@ class Codec:
     def __init__(self, config: ModelConfig, params: Any, z_cdf: np.ndarray | None = None,
                  source: str = "", step: int | None = None, lanes: int | None = None,
                  integer: integer_path.IntegerPath | None = None, unroll: int = 1,
-                 decode_kernel: bool = False, tile_pixels: int = DEFAULT_TILE_PIXELS):  # fmt: skip
+                 decode_kernel: bool = False, tile_pixels: int = DEFAULT_TILE_PIXELS,
+                 size_step: int = DEFAULT_SIZE_STEP):  # fmt: skip
         if not isinstance(unroll, int) or unroll < 1:
             raise ValueError(
                 f"unroll must be a positive integer (coder steps per loop iteration), got {unroll!r}"
@@ -271,6 +283,7 @@ class Codec:
         self.model = CompressionModel(config)
         self.schedule = config.schedule_obj
         self.family = get_transform_family(config.transform)
+        self.size_step = self._checked_size_step(size_step)
         if integer is not None:
             integer_path.check_bounds(integer)
         self.integer = integer
@@ -291,7 +304,7 @@ class Codec:
         )
         self._hyper_variables = integer if integer is not None else self.params
         self._compiled = self._new_programs()
-        self._layouts: dict[tuple[int, int], _Layout] = {}
+        self._layouts: dict[tuple[tuple[int, int], int], _Layout] = {}  # by (latent shape, size step)
         # Zeros and scalars on the device, transferred once (`_zeros_like`, `_scalar`).
         self._constants: dict[tuple, jax.Array] = {}
 
@@ -336,11 +349,48 @@ class Codec:
         codec._compiled.add(codec._transforms(codec.tile_pixels))  # the other programs do not depend on it
         return codec
 
+    def with_size_step(self, size_step: int) -> Codec:
+        """This model coding with its stage programs shared between image sizes that round up to the
+        same multiples of `size_step` pixels; 0: programs of each size's own. Files record their
+        step, and decoders use the file's."""
+        codec = copy.copy(self)
+        codec.size_step = codec._checked_size_step(size_step)
+        return codec
+
+    def _checked_size_step(self, size_step: int) -> int:
+        stride = self.family.hyper_stride
+        if isinstance(size_step, (int, np.integer)) and not isinstance(size_step, bool):
+            if 0 <= size_step <= bitstream.MAX_SIZE_STEP and size_step % stride == 0:
+                return int(size_step)
+        raise ValueError(
+            f"size_step must be 0 (programs per image size) or a multiple of {stride} pixels (the "
+            f"hyper-analysis stride) up to {bitstream.MAX_SIZE_STEP}, got {size_step!r}"
+        )
+
+    def _bucket(self, latent_shape: tuple[int, int], size_step: int) -> tuple[int, int]:
+        """The latent the stage programs run on: `latent_shape` with each side rounded up to a
+        multiple of `size_step` pixels (0: itself)."""
+        if not size_step:
+            return latent_shape
+        step = size_step // self.family.latent_stride
+        return (-(-latent_shape[0] // step) * step, -(-latent_shape[1] // step) * step)
+
+    def _encoder_size_step(self, latent_shape: tuple[int, int]) -> int:
+        """The size step a file of this latent is coded with (and records).
+
+        0 for `serial`, whose raster order a wider latent would change, and
+        where the bucket would exceed the pixels a decoder accepts by default.
+        """
+        rows, cols = self._bucket(latent_shape, self.size_step)
+        if self.schedule.is_serial or rows * cols * self.family.latent_stride**2 > DEFAULT_MAX_PIXELS:
+            return 0
+        return self.size_step
+
     def with_integer_path(self, images: list[np.ndarray]) -> Codec:
         """This model with its integer path, calibrated on `images` (uint8 (H, W, 3))."""
         path = integer_path.convert(self.model, self.params, [as_rgb_uint8(i)[0] for i in images])
         return Codec(self.config, self.params, self.z_cdf, self.source, self.step, self.lanes, path,
-                     self.unroll, self.decode_kernel, self.tile_pixels)  # fmt: skip
+                     self.unroll, self.decode_kernel, self.tile_pixels, self.size_step)  # fmt: skip
 
     # -- compiled pieces ------------------------------------------------------
 
@@ -356,7 +406,9 @@ class Codec:
         model, family, stride = self.model, self.family, self.family.latent_stride
         max_window = tile_pixels // stride**2  # elements of y; 0: whole images
 
-        def analysis(params, x, median):
+        def analysis(params, x, median, bucket):
+            """y, zero-padded to the stage programs' latent (`bucket`: only its shape counts), and z's
+            symbols."""
             # Windows of whole z elements, so that the analysis pads none of them (it pads images to those).
             x = pad_to_multiple(x, family.hyper_stride)
             z_stride, reach = family.hyper_stride // stride, family.analysis_reach
@@ -367,9 +419,13 @@ class Codec:
                 lambda w: model.apply(params, w, method=CompressionModel.analysis), x, rows, cols, stride, 1
             )
             z = model.apply(params, y, method=CompressionModel.hyper_analysis)
+            y = _pad_latent(y, bucket.shape)
             return y, _to_symbols(z - median)
 
-        def synthesis(params, y_hat):
+        def synthesis(params, y_hat, latent):
+            """The image of y_hat's first `latent.shape` rows and columns (the rest: a bucket's)."""
+            y_hat = y_hat[:, : latent.shape[0], : latent.shape[1]]
+
             def whole(window):
                 shape = (stride * window.shape[1], stride * window.shape[2])
                 return model.apply(params, window, shape, method=CompressionModel.synthesis)
@@ -402,13 +458,15 @@ class Codec:
                             method=CompressionModel.stage_entropy_parameters)  # fmt: skip
             return integer_cdf.quantize_parameters(p.means, p.scales, p.weights, round_centre)
 
-        def z_step(params, z_cdf, median, z_symbols, words, lanes, decoding):
+        def z_step(params, z_cdf, median, z_symbols, words, lanes, bucket, decoding):
             """z's symbols (decoded, or given), the hyper-synthesis, the decoder's state, z's checksum,
             and the zero y_hat the first stage starts from.
 
-            `lanes`: an (L,) array whose length is the stream's lane count. y_hat
-            is made here, on the device, because `stage_step` takes it donated
-            (updated in place, not copied at every stage).
+            `lanes`: an (L,) array whose length is the stream's lane count;
+            `bucket`: an array of the stage programs' latent shape, which the
+            hyper-synthesis is zero-padded to. y_hat is made here, on the
+            device, because `stage_step` takes it donated (updated in place,
+            not copied at every stage).
             """
             shape = z_symbols.shape
             state = rans.new_decoder(words, lanes.shape[0])
@@ -424,6 +482,7 @@ class Codec:
 
             state, z_symbols = jax.lax.cond(decoding, decode, lambda state: (state, z_symbols), state)
             hyper = hyper_features(params, z_symbols, median)
+            hyper = _pad_latent(hyper, bucket.shape)
             y_hat = jnp.zeros((*hyper.shape[:-1], latent_channels), jnp.float32)
             return hyper, state, integer_cdf.symbol_checksum(z_symbols.reshape(-1), 0), y_hat
 
@@ -465,7 +524,8 @@ class Codec:
 
             state, symbols = jax.lax.cond(decoding, decode, from_y, state)
             y_hat = write_stage(plan, y_hat, stage, scatter(symbols + centre).reshape(packed.shape[1:]))
-            checksum = checksum + integer_cdf.symbol_checksum(symbols, stage + 1)
+            # Over the image's widest stage, as if unpadded: the same sum whatever the bucket.
+            checksum = checksum + integer_cdf.symbol_checksum(symbols, stage + 1, jnp.max(counts))
             return y_hat, params, symbols, state, checksum
 
         def encode_y(state, symbols, params, count):
@@ -502,31 +562,38 @@ class Codec:
             "z_bits": z_bits,
         }
 
-    def _layout(self, latent_shape: tuple[int, int]) -> _Layout:
-        if latent_shape not in self._layouts:
-            plan = cached_stage_plan(self.schedule, *latent_shape)
+    def _layout(self, latent_shape: tuple[int, int], size_step: int) -> _Layout:
+        """The layout of an image of latent `latent_shape` whose stages run on a bucket of `size_step`."""
+        key = (latent_shape, size_step)
+        if key not in self._layouts:
+            bucket = self._bucket(latent_shape, size_step)
+            plan = cached_stage_plan(self.schedule, *bucket)
+            own = cached_stage_plan(self.schedule, *latent_shape)
             # One compiled call, not dozens of operations dispatched (and compiled) one by one.
-            kernels = self._compiled(
-                "stage_kernels", self._kernel_variables(), np.zeros(latent_shape, np.int8)
-            )
+            kernels = self._compiled("stage_kernels", self._kernel_variables(), np.zeros(bucket, np.int8))
             m = self.config.M
-            elements = []
-            for s in range(plan.num_stages):  # (P, h, w) entries -> (P, 1, h, w, M) elements
-                mask = plan.element_mask(s)[:, None, :, :, None]
+            elements, width = [], 0
+            for s in range(plan.num_stages):  # the image's (P, h, w) entries -> the bucket's (P, 1, h, w, M)
+                mask = np.zeros(plan.element_mask(s).shape, bool)
+                mask[:, : own.grid[0], : own.grid[1]] = own.element_mask(s)  # the image's order kept
+                mask = mask[:, None, :, :, None]
                 elements.append(np.flatnonzero(np.broadcast_to(mask, (*mask.shape[:-1], m))))
+                width = max(width, int(plan.element_mask(s).sum()) * m)  # the bucket's: one shape per bucket
             counts = np.asarray([len(e) for e in elements], np.int32)
             # None where the patch size divides the latent and no stage has padding entries.
             size = plan.max_positions * plan.grid[0] * plan.grid[1] * m
             indices = None
             if not all(np.array_equal(e, np.arange(size)) for e in elements):
-                stacked = np.full((len(elements), counts.max()), np.iinfo(np.int32).max, np.int32)
+                stacked = np.full((len(elements), width), np.iinfo(np.int32).max, np.int32)
                 for s, e in enumerate(elements):
                     stacked[s, : len(e)] = e  # the rest out of range
                 indices = jnp.asarray(stacked)
             ratio = self.family.hyper_stride // self.family.latent_stride
             z_shape = (latent_shape[0] // ratio, latent_shape[1] // ratio, self.config.N)
             num_symbols = latent_shape[0] * latent_shape[1] * m + int(np.prod(z_shape))
-            self._layouts[latent_shape] = _Layout(
+            self._layouts[key] = _Layout(
+                latent_shape,
+                size_step,
                 plan,
                 kernels,
                 indices,
@@ -534,8 +601,9 @@ class Codec:
                 counts,
                 z_shape,
                 num_symbols,
+                bucket[0] * bucket[1] * m + (bucket[0] // ratio) * (bucket[1] // ratio) * self.config.N,
             )
-        return self._layouts[latent_shape]
+        return self._layouts[key]
 
     def _kernel_variables(self) -> Any:
         """The variables `stage_kernels` splits: the integer path's int8 context weights when it has one."""
@@ -585,7 +653,7 @@ class Codec:
     def stage_models(self, image: np.ndarray) -> tuple[int, list]:
         """(lanes, [(params (R, E), symbols (E,), count) per stage]): what the encoder codes (for tools)."""
         image, _ = as_rgb_uint8(image)
-        lanes, _, _, _, _, stages = self._encoder_models(image, _Stopwatch(self._compiled))
+        lanes, _, _, _, _, stages, _ = self._encoder_models(image, _Stopwatch(self._compiled))
         return lanes, stages
 
     def _encoder_models(self, image: np.ndarray, watch: _Stopwatch):
@@ -593,18 +661,21 @@ class Codec:
         run = self._compiled
         height, width = image.shape[:2]
         latent_shape, _ = self.family.latent_shapes(height, width)
-        layout = self._layout(latent_shape)
+        layout = self._layout(latent_shape, self._encoder_size_step(latent_shape))
+        # From the image's symbols, as files of every version were: sizes of a bucket share their programs
+        # where they get the same lanes (most do: the lanes double every 4x the symbols).
         lanes = self.lanes or rans.choose_lanes(layout.num_symbols)
-        sizes = _stream_sizes(layout.num_symbols, lanes)
+        sizes = _stream_sizes(layout.buffer_symbols, lanes)
         no_words, no_state = self._zeros_like((sizes[0],), jnp.uint16), _idle_decoder(lanes)
         lane_shape = self._zeros_like((lanes,), jnp.int32)
+        bucket = self._zeros_like(layout.plan.latent_shape, jnp.int8)
         with watch.phase("analysis"):
             x = jnp.asarray(image.astype(np.float32) / 255.0)[None]
-            y, z_symbols = run(f"analysis_{self.tile_pixels}", self.params, x, self._median)
+            y, z_symbols = run(f"analysis_{self.tile_pixels}", self.params, x, self._median, bucket)
         with watch.phase("hyper"):
             hyper, _, checksum, y_hat = run(
                 "z_step", self._hyper_variables, self._z_cdf, self._z_step_median(), z_symbols, no_words,
-                lane_shape, False,
+                lane_shape, bucket, False,
             )  # fmt: skip
         stages = []
         for stage in range(layout.plan.num_stages):  # parameters and symbols, in decoding order
@@ -613,7 +684,7 @@ class Codec:
                     layout, stage, y_hat, hyper, y, no_words, no_state, checksum, decoding=False
                 )
             stages.append((params, symbols, np.int32(layout.host_counts[stage])))
-        return lanes, sizes, y_hat, z_symbols, checksum, stages
+        return lanes, sizes, y_hat, z_symbols, checksum, stages, layout.size_step
 
     def _stage_step(
         self, layout: _Layout, stage: int, y_hat, hyper, y, words, state, checksum, decoding: bool
@@ -634,7 +705,7 @@ class Codec:
                 f"image of {width}x{height} pixels; at most {DEFAULT_MAX_PIXELS} pixels are accepted"
             )
         watch, run = _Stopwatch(self._compiled), self._compiled
-        lanes, sizes, y_hat, z_symbols, checksum, stages = self._encoder_models(image, watch)
+        lanes, sizes, y_hat, z_symbols, checksum, stages, size_step = self._encoder_models(image, watch)
         state, buffer, first = self._encode_stream(lanes, sizes[0], stages, z_symbols, watch)
         if first < 0:  # the stream outgrew the usual buffer: code it again into the largest
             watch.seconds["hyper"].extend(watch.seconds.pop("encode"))  # the lost attempt's time
@@ -645,7 +716,7 @@ class Codec:
                 f"{rans.MAX_EXCESS} beyond a table); the model diverged"
             )
         payload = rans.words_to_bytes(np.asarray(buffer)[first:])
-        header = self._header(height, width, lanes, int(checksum))
+        header = self._header(height, width, lanes, int(checksum), size_step)
         data = bitstream.pack(header, payload)
         rates = [run("stage_bits", *stage) for stage in stages]
         stage_bits = [float(bits) for bits, _, _ in rates]
@@ -662,7 +733,7 @@ class Codec:
             data=data, height=height, width=width, lanes=lanes,
             z_bits=float(run("z_bits", z_symbols, self._z_cdf)[0]), stage_bits=tuple(stage_bits),
             escapes=escapes, escape_bits=escape_bits, lane_bits=_lane_bits(np.asarray(state.x)),
-            timings=timings, y_hat=np.asarray(y_hat)[0],
+            timings=timings, y_hat=self._image_latent(y_hat, height, width),
             notices=notices,
         )  # fmt: skip
 
@@ -686,11 +757,14 @@ class Codec:
         """Decodes a `.mscm` file's bytes; FormatError / CodingError for anything invalid."""
         watch = _Stopwatch(self._compiled)
         header, y_hat = self._decode_latent(data, max_pixels, watch)
+        latent = self._zeros_like(self.family.latent_shapes(header.height, header.width)[0], jnp.int8)
         with watch.phase("synthesis"):
-            x_hat = np.asarray(self._compiled(f"synthesis_{self.tile_pixels}", self.params, y_hat))[0]
+            x_hat = self._compiled(f"synthesis_{self.tile_pixels}", self.params, y_hat, latent)
+            x_hat = np.asarray(x_hat)[0]
             x_hat = x_hat[: header.height, : header.width]
             image = np.round(np.clip(x_hat, 0.0, 1.0) * 255.0).astype(np.uint8)
-        return DecompressResult(image=image, x_hat=x_hat, y_hat=np.asarray(y_hat)[0], timings=watch.timings())
+        y_hat = self._image_latent(y_hat, header.height, header.width)
+        return DecompressResult(image=image, x_hat=x_hat, y_hat=y_hat, timings=watch.timings())
 
     def decode_latent(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, Timings]:
         """Entropy decoding alone: a `.mscm` file's y_hat (h, w, M) and the timings, no synthesis.
@@ -700,8 +774,8 @@ class Codec:
         short runs (`bench coding`).
         """
         watch = _Stopwatch(self._compiled)
-        _, y_hat = self._decode_latent(data, max_pixels, watch)
-        return np.asarray(y_hat)[0], watch.timings()
+        header, y_hat = self._decode_latent(data, max_pixels, watch)
+        return self._image_latent(y_hat, header.height, header.width), watch.timings()
 
     def _decode_latent(self, data: bytes, max_pixels: int, watch: _Stopwatch):
         """(header, y_hat (1, h, w, M) on the device) of a file's bytes, checked."""
@@ -709,13 +783,14 @@ class Codec:
         self._check_header(header)
         run = self._compiled
         latent_shape, _ = self.family.latent_shapes(header.height, header.width)
-        layout = self._layout(latent_shape)
-        usual, largest = _stream_sizes(layout.num_symbols, header.lanes)
+        self._check_size_step(header, latent_shape, max_pixels)
+        layout = self._layout(latent_shape, header.size_step)  # the file's: the encoder's numbers
         words = rans.bytes_to_words(payload)
-        if len(words) > largest:
+        if len(words) > (most := _stream_sizes(layout.num_symbols, header.lanes)[1]):
             raise bitstream.FormatError(
-                f"payload of {len(payload)} bytes; an image of this size is coded in at most {2 * largest}"
+                f"payload of {len(payload)} bytes; an image of this size is coded in at most {2 * most}"
             )
+        usual, largest = _stream_sizes(layout.buffer_symbols, header.lanes)
         with watch.phase("hyper"):
             size = usual if len(words) <= usual else largest
             words_on_device = jnp.asarray(np.pad(words, (0, size - len(words))))
@@ -723,7 +798,7 @@ class Codec:
             lanes = self._zeros_like((header.lanes,), jnp.int32)
             hyper, state, checksum, y_hat = run(
                 "z_step", self._hyper_variables, self._z_cdf, self._z_step_median(), z_symbols,
-                words_on_device, lanes, True,
+                words_on_device, lanes, self._zeros_like(layout.plan.latent_shape, jnp.int8), True,
             )  # fmt: skip
         no_y = self._zeros_like(y_hat.shape, y_hat.dtype)
         for stage in range(layout.plan.num_stages):
@@ -741,11 +816,35 @@ class Codec:
             )
         return header, y_hat
 
-    def _header(self, height: int, width: int, lanes: int, checksum: int) -> bitstream.FileHeader:
+    def _image_latent(self, y_hat: jax.Array, height: int, width: int) -> np.ndarray:
+        """(h, w, M) the image's part of a bucket's y_hat (1, H, W, M)."""
+        rows, cols = self.family.latent_shapes(height, width)[0]
+        return np.asarray(y_hat)[0, :rows, :cols]
+
+    def _header(
+        self, height: int, width: int, lanes: int, checksum: int, size_step: int
+    ) -> bitstream.FileHeader:
         return bitstream.FileHeader(
             fingerprint=bytes.fromhex(self.fingerprint)[: bitstream.FINGERPRINT_BYTES], height=height,
             width=width, pattern=self._pattern(), lanes=lanes, symbol_checksum=checksum, coder=self.coder,
+            size_step=size_step,
         )  # fmt: skip
+
+    def _check_size_step(self, header: bitstream.FileHeader, latent_shape: tuple[int, int], max_pixels: int):
+        """The file's size step is one this model's encoder could have written, its bucket within
+        `max_pixels`: checked before anything of the bucket's size is allocated."""
+        step, stride = header.size_step, self.family.hyper_stride
+        if step % stride or (step and self.schedule.is_serial):
+            raise bitstream.FormatError(
+                f"header claims a size step of {step} pixels; this model's files have multiples of "
+                f"{stride}{' (serial: 0)' if self.schedule.is_serial else ''}"
+            )
+        rows, cols = (side * self.family.latent_stride for side in self._bucket(latent_shape, step))
+        if rows * cols > max_pixels:
+            raise bitstream.FormatError(
+                f"the file's size step of {step} pixels makes its stages run on {cols}x{rows} pixels; "
+                f"at most {max_pixels} are accepted"
+            )
 
     def _pattern(self) -> tuple[tuple[int, ...], ...] | None:
         if self.schedule.is_serial:
@@ -769,6 +868,11 @@ class Codec:
             raise bitstream.FormatError(
                 f"the file's schedule {header.pattern} is not this model's {self.schedule.name}"
             )
+
+
+def _pad_latent(x: jax.Array, shape: tuple[int, int]) -> jax.Array:
+    """(B, h, w, C) zero-padded after its rows and columns to (B, *shape, C)."""
+    return jnp.pad(x, ((0, 0), (0, shape[0] - x.shape[1]), (0, shape[1] - x.shape[2]), (0, 0)))
 
 
 def _to_symbols(values: jax.Array) -> jax.Array:

@@ -349,12 +349,19 @@ def table_cdf(tables: jax.Array, row: jax.Array, edge: jax.Array) -> jax.Array:
     return jnp.where(edge >= tables.shape[1], TOTAL, tables[row, jnp.minimum(edge, tables.shape[1] - 1)])
 
 
-def symbol_checksum(offsets: jax.Array, segment: int | jax.Array) -> jax.Array:
+def symbol_checksum(
+    offsets: jax.Array, segment: int | jax.Array, length: int | jax.Array | None = None
+) -> jax.Array:
     """uint32 checksum of a segment's symbols: a sum modulo 2^32 of mixed (segment, index, value).
 
     A sum, so that any backend, summing in any order, gets the same bits.
+    `length` (may be traced): only the first `length` entries count, so that
+    entries padded past it (a size bucket's, `codec.Codec`) leave it unchanged.
     """
     index = jnp.arange(offsets.shape[0], dtype=jnp.uint32)
     v = offsets.astype(jnp.uint32) ^ (index * jnp.uint32(0x9E3779B1))
     v = (v ^ (jnp.asarray(segment).astype(jnp.uint32) * jnp.uint32(0x85EBCA77))) * jnp.uint32(0xCC9E2D51)
-    return jnp.sum(v ^ (v >> 15), dtype=jnp.uint32)
+    v = v ^ (v >> 15)
+    if length is not None:
+        v = jnp.where(index < jnp.asarray(length).astype(jnp.uint32), v, jnp.uint32(0))
+    return jnp.sum(v, dtype=jnp.uint32)

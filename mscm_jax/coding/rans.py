@@ -199,6 +199,17 @@ def _padded(models: jax.Array, steps: int, lanes: int) -> jax.Array:
     return jnp.pad(models, ((0, 0), (0, steps * lanes - models.shape[1])))
 
 
+def _used_steps(count: jax.Array | int, steps: int, lanes: int, unroll: int) -> jax.Array | int:
+    """The loop steps that hold the first `count` symbols: a traced `count` bounds the loop, so that
+    symbols padded past it (a size bucket's, `codec.Codec`) cost nothing. XLA unrolls only loops
+    of a static length: with `unroll` > 1 every step runs, those past `count` idle."""
+    if unroll > 1:
+        return steps
+    if isinstance(count, (int, np.integer)):
+        return min(steps, -(-int(count) // lanes))
+    return jnp.minimum(steps, (count + lanes - 1) // lanes)
+
+
 def encode_segment(state: EncoderState, offsets: jax.Array, models: jax.Array, cdf_fn: CdfFn,
                    half_width_fn: HalfWidthFn, count: jax.Array | int | None = None,
                    unroll: int = 1) -> EncoderState:  # fmt: skip
@@ -214,8 +225,10 @@ def encode_segment(state: EncoderState, offsets: jax.Array, models: jax.Array, c
     models = _padded(models, steps, lanes)
     offsets = jnp.pad(offsets, (0, steps * lanes - size))
 
+    used = _used_steps(count, steps, lanes, unroll)
+
     def step(i, state):
-        start = (steps - 1 - i) * lanes  # the decoder's last step first
+        start = (used - 1 - i) * lanes  # the decoder's last step first
         model = jax.lax.dynamic_slice_in_dim(models, start, lanes, axis=1)
         q = jax.lax.dynamic_slice_in_dim(offsets, start, lanes)
         active = start + jnp.arange(lanes) < count
@@ -239,7 +252,7 @@ def encode_segment(state: EncoderState, offsets: jax.Array, models: jax.Array, c
         state = _encode(state, low, cdf_fn(model, bins + 1) - low, active)
         return state._replace(overflow=state.overflow + overflow)
 
-    return jax.lax.fori_loop(0, steps, step, state, unroll=unroll)
+    return jax.lax.fori_loop(0, used, step, state, unroll=unroll)
 
 
 # CDF values per lane in each round of the decoder's search: round i leaves segments of at most
@@ -330,7 +343,8 @@ def decode_segment(state: DecoderState, words: jax.Array, models: jax.Array, cdf
         return state, jax.lax.dynamic_update_slice_in_dim(out, q, start, axis=0)
 
     out = jnp.zeros((steps * lanes,), jnp.int32)
-    state, out = jax.lax.fori_loop(0, steps, step, (state, out), unroll=unroll)
+    used = _used_steps(count, steps, lanes, unroll)
+    state, out = jax.lax.fori_loop(0, used, step, (state, out), unroll=unroll)
     return state, out[:size]
 
 

@@ -223,7 +223,7 @@ def bench_coding(args: argparse.Namespace) -> dict:
         params = spread_latents(params, args.transform, args.latent_scale)
         if args.scale_spread:
             params = _spread_scales(params, args.channels, args.mixtures, *args.scale_spread)
-        codecs[name] = Codec(config, params)
+        codecs[name] = Codec(config, params, size_step=args.size_step)
         if args.integer:  # the same model with its integer path (calibrated on the sample photos)
             codecs[f"{name}+int"] = codecs[name].with_integer_path(calibration_images("samples", 2, 256))
     for name, codec in codecs.items():
@@ -452,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
         "ratios",
     )
     p.add_argument("--throughput-schedule", default="mscm4x4-paper")
+    p.add_argument("--size-step", type=int, default=0, metavar="PIXELS",
+                   help="run the stage programs on the latent of the image's sides rounded up to multiples "
+                   "of PIXELS (`Codec.with_size_step`; default 0: the image's own)")  # fmt: skip
     p.add_argument("--integer", action="store_true",
                    help="also each schedule with its integer entropy-parameter path (NAME+int)")  # fmt: skip
     return parser
@@ -475,6 +478,10 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             parser.error(str(e))
     if getattr(args, "transform", "mbt2018") not in TRANSFORMS:
         parser.error(f"--transform takes one of {', '.join(TRANSFORMS)}, got {args.transform!r}")
+    step = getattr(args, "size_step", 0)
+    stride = TRANSFORMS[args.transform].hyper_stride if step else 1
+    if step < 0 or step % stride:
+        parser.error(f"--size-step takes 0 or a positive multiple of {stride} (the hyper stride), got {step}")
 
 
 def main(argv: list[str] | None = None) -> int:

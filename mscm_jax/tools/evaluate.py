@@ -174,8 +174,12 @@ def describe_codec(codec) -> str:
 def evaluate_codec(
     codec, images: Sequence[tuple[str, np.ndarray]], model: str = "", progress=None
 ) -> ModelResult:
-    """Every image through `evaluate_image`; `progress` (a tqdm bar or None) advances per image."""
-    results = []
+    """Every image through `evaluate_image`; `progress` (a tqdm bar or None) advances per image.
+
+    With programs of each image size's own (`Codec.with_size_step(0)`): times
+    without the extra rows and columns of a size bucket.
+    """
+    codec, results = codec.with_size_step(0), []
     for name, image in images:
         results.append(evaluate_image(codec, name, image))
         if progress is not None:
