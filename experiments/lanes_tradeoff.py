@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--lanes", nargs="+", type=int, default=[2**i for i in range(11)])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    codec = Codec.load(args.model)
+    codec = Codec.load(args.model).with_size_step(0)  # times of the image's own latent, no bucket
     print(f"# jax {jax.__version__} on {jax.devices()[0].device_kind}; model {args.model}; {args.image}")
     for size in args.sizes:
         image = _image_of_size(load_sample(args.image), *SIZES[size])
