@@ -616,10 +616,19 @@ def _add_tile_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_size_step_option(parser: argparse.ArgumentParser) -> None:
-    from mscm_jax.coding.codec import DEFAULT_SIZE_STEP  # not at import: the codec imports more of JAX
+    from mscm_jax.coding.bitstream import MAX_SIZE_STEP, SIZE_STEP_UNIT  # not at import: they import JAX
+    from mscm_jax.coding.codec import DEFAULT_SIZE_STEP
+
+    def size_step(text: str) -> int:
+        value = _count(text, 0)
+        if value % SIZE_STEP_UNIT or value > MAX_SIZE_STEP:
+            raise argparse.ArgumentTypeError(
+                f"takes 0 or a multiple of {SIZE_STEP_UNIT} up to {MAX_SIZE_STEP}, got {value}"
+            )
+        return value
 
     parser.add_argument(
-        "--size-step", type=_non_negative, default=DEFAULT_SIZE_STEP, metavar="PIXELS",
+        "--size-step", type=size_step, default=DEFAULT_SIZE_STEP, metavar="PIXELS",
         help=f"images whose sides round up to the same multiples of PIXELS, a multiple of 64 (default "
         f"{DEFAULT_SIZE_STEP}), share the stage programs: fewer compilations for many sizes, up to one "
         "step's rows and columns computed and not coded; 0: programs of each size's own (files "

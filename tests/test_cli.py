@@ -91,6 +91,8 @@ def test_output_planning_expands_folders_and_refuses_clashes(tmp_path, monkeypat
         (["evaluate", "--model", "m", "--max-images", "-1"], "--max-images: takes an integer of at least 0"),
         (["optimize-order", "--model", "m", "--max-images", "2.5"], "at least 0, got '2.5'"),
         (["decompress", "f.mscm", "--max-pixels", "0"], "--max-pixels: takes an integer of at least 1"),
+        (["compress", "x.png", "--model", "m", "--size-step", "96"], "--size-step: takes 0 or a multiple"),
+        (["compress", "x.png", "--model", "m", "--size-step", "4160"], "up to 4096, got 4160"),
     ],
 )
 def test_counts_out_of_range_are_refused_by_the_parser(args, message, capsys):
