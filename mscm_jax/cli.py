@@ -616,12 +616,12 @@ def _add_tile_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_size_step_option(parser: argparse.ArgumentParser) -> None:
-    from mscm_jax.coding.bitstream import MAX_SIZE_STEP, SIZE_STEP_UNIT  # not at import: they import JAX
+    from mscm_jax.coding.bitstream import MAX_SIZE_STEP, SIZE_STEP_UNIT, valid_size_step  # they import JAX
     from mscm_jax.coding.codec import DEFAULT_SIZE_STEP
 
     def size_step(text: str) -> int:
         value = _count(text, 0)
-        if value % SIZE_STEP_UNIT or value > MAX_SIZE_STEP:
+        if not valid_size_step(value):
             raise argparse.ArgumentTypeError(
                 f"takes 0 or a multiple of {SIZE_STEP_UNIT} up to {MAX_SIZE_STEP}, got {value}"
             )

@@ -70,6 +70,11 @@ class FileHeader:
     size_step: int = 0  # pixels; 0: the stages ran on the image's own latent (every version-2 file)
 
 
+def valid_size_step(step: int) -> bool:
+    """Whether a header can record `step` pixels: 0, or a multiple of SIZE_STEP_UNIT up to MAX_SIZE_STEP."""
+    return 0 <= step <= MAX_SIZE_STEP and step % SIZE_STEP_UNIT == 0
+
+
 def _varint(value: int) -> bytes:
     out = bytearray()
     while True:
@@ -114,7 +119,7 @@ def pack(header: FileHeader, payload: bytes) -> bytes:
         out += bytes(np.asarray(header.pattern, np.uint8).ravel())
     out += _varint(header.lanes)
     if header.version >= 3:
-        if header.size_step % SIZE_STEP_UNIT or not 0 <= header.size_step <= MAX_SIZE_STEP:
+        if not valid_size_step(header.size_step):
             raise ValueError(f"size_step must be a multiple of {SIZE_STEP_UNIT} from 0 to {MAX_SIZE_STEP}")
         out += _varint(header.size_step // SIZE_STEP_UNIT)
     out += struct.pack("<I", header.symbol_checksum)

@@ -229,7 +229,6 @@ class _Layout:
     never coded, and stay zero, as those beyond an image's edge always are.
     """
 
-    latent_shape: tuple[int, int]  # the image's
     size_step: int  # the bucket's: the image's latent rounded up to multiples of this many pixels
     plan: StagePlan  # of the bucket
     kernels: tuple  # each stage's StageKernel, all padded to one tap count
@@ -360,7 +359,7 @@ class Codec:
     def _checked_size_step(self, size_step: int) -> int:
         stride = self.family.hyper_stride
         if isinstance(size_step, (int, np.integer)) and not isinstance(size_step, bool):
-            if 0 <= size_step <= bitstream.MAX_SIZE_STEP and size_step % stride == 0:
+            if bitstream.valid_size_step(size_step) and size_step % stride == 0:
                 return int(size_step)
         raise ValueError(
             f"size_step must be 0 (programs per image size) or a multiple of {stride} pixels (the "
@@ -589,19 +588,23 @@ class Codec:
                     stacked[s, : len(e)] = e  # the rest out of range
                 indices = jnp.asarray(stacked)
             ratio = self.family.hyper_stride // self.family.latent_stride
-            z_shape = (latent_shape[0] // ratio, latent_shape[1] // ratio, self.config.N)
-            num_symbols = latent_shape[0] * latent_shape[1] * m + int(np.prod(z_shape))
+
+            def z_shape(shape):
+                return (shape[0] // ratio, shape[1] // ratio, self.config.N)
+
+            def num_symbols(shape):  # y's and z's
+                return shape[0] * shape[1] * m + int(np.prod(z_shape(shape)))
+
             self._layouts[key] = _Layout(
-                latent_shape,
                 size_step,
                 plan,
                 kernels,
                 indices,
                 jnp.asarray(counts),
                 counts,
-                z_shape,
-                num_symbols,
-                bucket[0] * bucket[1] * m + (bucket[0] // ratio) * (bucket[1] // ratio) * self.config.N,
+                z_shape(latent_shape),
+                num_symbols(latent_shape),
+                num_symbols(bucket),
             )
         return self._layouts[key]
 

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mscm_jax.coding.bitstream import MAX_SIZE_STEP, SIZE_STEP_UNIT, valid_size_step
 from mscm_jax.model.context import MultistageContext
 from mscm_jax.model.entropy_models import GaussianMixtureConditional
 from mscm_jax.model.schedules import ScheduleError, get_schedule
@@ -479,9 +480,8 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     if getattr(args, "transform", "mbt2018") not in TRANSFORMS:
         parser.error(f"--transform takes one of {', '.join(TRANSFORMS)}, got {args.transform!r}")
     step = getattr(args, "size_step", 0)
-    stride = TRANSFORMS[args.transform].hyper_stride if step else 1
-    if step < 0 or step % stride:
-        parser.error(f"--size-step takes 0 or a positive multiple of {stride} (the hyper stride), got {step}")
+    if not valid_size_step(step):
+        parser.error(f"--size-step takes 0 or a multiple of {SIZE_STEP_UNIT} to {MAX_SIZE_STEP}, got {step}")
 
 
 def main(argv: list[str] | None = None) -> int:
